@@ -1,0 +1,122 @@
+"""torch Datasets over SAKE-format lists, for every benchmark (the synthetic one included).
+
+An item is a dict:
+  image    float tensor from the transform (or the PIL image when transform is None)
+  label    class id in the split's class-id file (seen ids for train/val, unseen ids for zero)
+  domain   0 = sketch, 1 = photo (the SAKE/ClusterRetri domain tag)
+  pair_id  the photo a sketch was drawn from (Sketchy-style names), the photo's own id for photos,
+           "" where unknown
+  index    position in the list
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from .benchmarks import Benchmark, get_benchmark
+from .lists import Entry, paired_photo_id, read_class_ids, read_list
+
+DOMAIN_IDS = {"sketch": 0, "photo": 1}
+
+
+class MissingDataError(FileNotFoundError):
+    """Data that a benchmark needs is not on disk; the message says what, where and how to get it."""
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    dataset_id: str
+    split: str
+    domain: str
+    root: Path
+    list_path: Path
+    class_path: Path
+    class_names: tuple[str, ...]  # index = label
+
+
+class ListDataset(Dataset):
+    """Images named by a SAKE-format list, relative to ``root``."""
+
+    def __init__(self, info: SplitInfo, entries: list[Entry], transform: Callable | None = None):
+        self.info = info
+        self.entries = entries
+        self.transform = transform
+        self.domain_id = DOMAIN_IDS[info.domain]
+        self.labels = [e.label for e in entries]
+        if info.domain == "sketch":
+            self.pair_ids = [paired_photo_id(e.path) or "" for e in entries]
+        else:
+            self.pair_ids = [Path(e.path).stem for e in entries]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.info.class_names
+
+    def path(self, index: int) -> Path:
+        return self.info.root / self.entries[index].path
+
+    def load_image(self, index: int) -> Image.Image:
+        path = self.path(index)
+        try:
+            with Image.open(path) as img:
+                return img.convert("RGB")
+        except FileNotFoundError:
+            raise MissingDataError(
+                f"{path} is listed in {self.info.list_path} but does not exist; "
+                f"run `zssbir data verify {self.info.dataset_id}` to list every missing file") from None
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            raise OSError(f"cannot read image {path} (listed in {self.info.list_path}): {err}. The file is corrupt "
+                          f"or not an image: restore it from the original archive or remove it from the list") from err
+
+    def __getitem__(self, index: int) -> dict:
+        img = self.load_image(index)
+        return {"image": self.transform(img) if self.transform is not None else img,
+                "label": self.labels[index], "domain": self.domain_id,
+                "pair_id": self.pair_ids[index], "index": index}
+
+
+def _check_entries(bench: Benchmark, info: SplitInfo, entries: list[Entry], check_files: bool) -> None:
+    n_classes = len(info.class_names)
+    bad = sorted({e.label for e in entries if not 0 <= e.label < n_classes})
+    if bad:
+        raise ValueError(f"{info.list_path} has labels {bad[:10]} outside 0..{n_classes - 1} of its class-id file "
+                         f"{info.class_path}: the list and the class file disagree; "
+                         f"re-create the lists (`zssbir data prepare {bench.id}`)")
+    if check_files:
+        missing = [e.path for e in entries if not (info.root / e.path).is_file()]
+        if missing:
+            shown = "\n  ".join(missing[:5])
+            raise MissingDataError(
+                f"{len(missing)} of {len(entries)} files listed in {info.list_path} are missing under {info.root}, "
+                f"e.g.\n  {shown}\nTo get them: {bench.how_to_get}")
+
+
+def load_split(dataset_id: str, split: str, domain: str, *, data_root: str | Path | None = None,
+               transform: Callable | None = None, check_files: bool = True) -> ListDataset:
+    """The Dataset of one benchmark split and domain ('train', 'val' or 'zero'; 'sketch' or 'photo').
+
+    Fails early, before any DataLoader runs, if the lists or the files they name are missing.
+    """
+    bench = get_benchmark(dataset_id)
+    if domain not in DOMAIN_IDS:
+        raise ValueError(f"unknown domain {domain!r}; expected one of {sorted(DOMAIN_IDS)}")
+    root = bench.root(data_root)
+    list_path = bench.list_path(domain, split, data_root)
+    class_path = bench.class_file(split, data_root)
+    for needed in (list_path, class_path):
+        if not needed.is_file():
+            raise MissingDataError(f"data set {dataset_id!r} is not ready: {needed} does not exist "
+                                   f"(looked under {root}). To get it: {bench.how_to_get}")
+    class_ids = read_class_ids(class_path)
+    names = tuple(sorted(class_ids, key=class_ids.__getitem__))
+    info = SplitInfo(dataset_id, split, domain, root, list_path, class_path, names)
+    entries = read_list(list_path)
+    _check_entries(bench, info, entries, check_files)
+    return ListDataset(info, entries, transform)

@@ -1,0 +1,95 @@
+"""Results are data: one JSON file per run; tables are built from these files, never typed.
+
+A results file holds:
+  name, created (UTC ISO time), seed, params (everything needed to re-run),
+  metrics: {metric name: {"value": float, "convention": {...}}}  (every number names its convention)
+  meta: device, versions, git commit (``runtime.run_metadata``), extra: free-form details
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from . import paths
+from .runtime import run_metadata
+
+SCHEMA = "zssbir.results/1"
+
+
+def _metric_record(name: str, metric: Any, default_convention: Mapping | None) -> dict:
+    if hasattr(metric, "to_dict"):
+        metric = metric.to_dict()
+    if isinstance(metric, Mapping):
+        record = {"value": metric["value"], "convention": dict(metric.get("convention") or default_convention or {})}
+    else:
+        record = {"value": metric, "convention": dict(default_convention or {})}
+    value = float(record["value"])
+    if not math.isfinite(value):
+        raise ValueError(f"metric {name!r} is {value}: refusing to record a non-finite result; "
+                         f"check the features for NaN (e.g. a diverged training run)")
+    if not record["convention"]:
+        raise ValueError(f"metric {name!r} has no convention: say how it was computed (AP flavour, @K "
+                         f"denominator, averaging, ties), e.g. pass convention=zssbir.metrics.PRESETS[...]")
+    record["value"] = value
+    return record
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return obj.item()
+    return obj
+
+
+def write_results(name: str, *, params: Mapping, metrics: Mapping, seed: int, convention: Mapping | None = None,
+                  out_dir: str | Path | None = None, extra: Mapping | None = None, device: str = "auto") -> Path:
+    """Write ``<out_dir>/<name>.json`` atomically and return its path.
+
+    ``metrics`` maps a name to a float (then ``convention`` applies), a dict with value and
+    convention, or an object with ``to_dict()`` giving those.
+    """
+    if not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise ValueError(f"results name must be a plain file stem, got {name!r}")
+    out = Path(out_dir) if out_dir is not None else paths.runs_dir() / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "schema": SCHEMA,
+        "name": name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seed": seed,
+        "params": _jsonable(params),
+        "metrics": {k: _metric_record(k, v, convention) for k, v in metrics.items()},
+        "meta": _jsonable(run_metadata(device)),
+        "extra": _jsonable(extra or {}),
+    }
+    text = json.dumps(record, indent=2, sort_keys=False, allow_nan=False)
+    target = out / f"{name}.json"
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text + "\n")
+    os.replace(tmp, target)
+    return target
+
+
+def load_results(source: str | Path) -> list[dict]:
+    """Every results JSON in a folder (recursively) or one file; files of another schema are rejected."""
+    source = Path(source)
+    files = sorted(source.rglob("*.json")) if source.is_dir() else [source]
+    records = []
+    for f in files:
+        record = json.loads(f.read_text(encoding="utf-8"))
+        if record.get("schema") != SCHEMA:
+            raise ValueError(f"{f} is not a zssbir results file (schema {record.get('schema')!r}, expected {SCHEMA!r})")
+        record["_path"] = str(f)
+        records.append(record)
+    return records
