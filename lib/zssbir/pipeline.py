@@ -1,0 +1,135 @@
+"""The papermill runner behind `make reports`.
+
+``notebooks/pipeline.yml`` lists the notebooks in dependency order; each entry has a ``notebook``,
+an output ``name``, the ``parameters`` of the report run and the tiny ``test_parameters`` the test
+suite runs it with. Each notebook is executed with papermill into ``<reports>/<name>.ipynb``,
+converted to ``<name>.html``, and ``<reports>/index.html`` (plus ``index.json``) links them all
+with their parameters, run time and status.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from . import paths
+from .runtime import git_commit
+
+
+@dataclass
+class Step:
+    notebook: str
+    name: str
+    parameters: dict = field(default_factory=dict)
+    test_parameters: dict = field(default_factory=dict)
+    description: str = ""
+
+
+def load_pipeline(path: str | Path | None = None) -> list[Step]:
+    path = Path(path) if path else paths.notebooks_dir() / "pipeline.yml"
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(raw, dict) or not isinstance(raw.get("steps"), list):
+        raise ValueError(f"{path}: expected a mapping with a 'steps' list")
+    steps, known = [], set(Step.__dataclass_fields__)
+    for i, entry in enumerate(raw["steps"]):
+        unknown = set(entry) - known
+        if unknown:
+            raise ValueError(f"{path}: step {i} has unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
+        step = Step(**entry)
+        if not (paths.notebooks_dir() / step.notebook).is_file():
+            raise FileNotFoundError(f"{path}: step {step.name!r} names {step.notebook}, which is not in notebooks/")
+        steps.append(step)
+    names = [s.name for s in steps]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: step names must be unique, got {names}")
+    return steps
+
+
+def check_parameters(notebook: Path, parameters: dict) -> None:
+    """Refuse parameters the notebook's ``parameters`` cell does not define (papermill only warns)."""
+    import papermill
+
+    declared = papermill.inspect_notebook(str(notebook))
+    if not declared:
+        raise ValueError(f"{notebook.name} has no cell tagged 'parameters'")
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise ValueError(f"unknown parameters {unknown} for {notebook.name}; it declares {sorted(declared)}")
+
+
+def run_notebook(notebook: str | Path, output: str | Path, parameters: dict, *, progress: bool = False) -> float:
+    """Execute one notebook with papermill (cwd = notebooks/) and write its HTML beside it; return seconds."""
+    import papermill
+    from nbconvert import HTMLExporter
+
+    notebook, output = Path(notebook), Path(output)
+    if not notebook.is_absolute():
+        notebook = paths.notebooks_dir() / notebook
+    check_parameters(notebook, parameters)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+    start = time.perf_counter()
+    papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name="python3",
+                               cwd=str(paths.notebooks_dir()), progress_bar=progress)
+    seconds = time.perf_counter() - start
+    body, _ = HTMLExporter().from_filename(str(output))
+    output.with_suffix(".html").write_text(body, encoding="utf-8")
+    return seconds
+
+
+def _index_html(rows: list[dict], commit: str | None) -> str:
+    def cell(text: str) -> str:
+        return f"<td>{html.escape(str(text))}</td>"
+
+    lines = []
+    for r in rows:
+        link = f'<a href="{html.escape(r["name"])}.html">{html.escape(r["name"])}</a>'
+        params = ", ".join(f"{k}={v!r}" for k, v in r["parameters"].items())
+        seconds = "-" if r["seconds"] is None else f"{r['seconds']:.1f} s"
+        lines.append(f"<tr><td>{link}</td>{cell(r['notebook'])}{cell(params)}"
+                     f"{cell(r['status'])}{cell(seconds)}</tr>")
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>ZS-SBIR study reports</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;border-bottom:1px solid #ddd;"
+        "text-align:left}</style></head><body><h1>ZS-SBIR study: reports</h1>"
+        f"<p>Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from commit "
+        f"{html.escape(str(commit))} by <code>make reports</code>.</p>"
+        "<table><tr><th>report</th><th>notebook</th><th>parameters</th><th>status</th><th>run time</th></tr>"
+        + "".join(lines) + "</table></body></html>\n")
+
+
+def run_pipeline(pipeline: str | Path | None = None, *, out_dir: str | Path | None = None, test: bool = False,
+                 only: list[str] | None = None, progress: bool = True) -> list[dict]:
+    """Run every step (or ``only`` those named) in order; stop at the first failure after writing the index."""
+    steps = load_pipeline(pipeline)
+    if only:
+        missing = sorted(set(only) - {s.name for s in steps})
+        if missing:
+            raise ValueError(f"no pipeline steps named {missing}; known: {[s.name for s in steps]}")
+        steps = [s for s in steps if s.name in only]
+    out = Path(out_dir) if out_dir else paths.reports_dir()
+    rows = [{"name": s.name, "notebook": s.notebook, "status": "not run", "seconds": None,
+             "parameters": s.test_parameters if test else s.parameters} for s in steps]
+    failure = None
+    for step, row in zip(steps, rows):
+        print(f"[reports] {step.name}: running {step.notebook} with {row['parameters']}", flush=True)
+        try:
+            row["seconds"] = run_notebook(step.notebook, out / f"{step.name}.ipynb", row["parameters"],
+                                          progress=progress)
+            row["status"] = "ok"
+        except Exception as err:  # recorded in the index, then re-raised
+            row["status"], failure = f"failed: {type(err).__name__}", err
+            break
+    commit = git_commit()
+    (out / "index.json").write_text(json.dumps({"commit": commit, "steps": rows}, indent=2), encoding="utf-8")
+    (out / "index.html").write_text(_index_html(rows, commit), encoding="utf-8")
+    if failure is not None:
+        raise RuntimeError(f"report step failed; the executed notebook in {out} shows where") from failure
+    return rows

@@ -1,0 +1,52 @@
+"""The papermill pipeline: every notebook of notebooks/pipeline.yml executes with its tiny parameters."""
+import json
+
+import nbformat
+import pytest
+
+from zssbir import paths
+from zssbir.pipeline import check_parameters, load_pipeline, run_pipeline
+
+STEPS = load_pipeline()
+
+
+def test_pipeline_file_is_valid_and_notebooks_are_stripped():
+    assert STEPS, "the pipeline lists no notebook"
+    for step in STEPS:
+        nb = nbformat.read(paths.notebooks_dir() / step.notebook, as_version=4)
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, f"{step.notebook} needs exactly one cell tagged 'parameters'"
+        assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), \
+            f"{step.notebook} is committed with outputs: run `make strip`"
+        check_parameters(paths.notebooks_dir() / step.notebook, step.parameters)
+        check_parameters(paths.notebooks_dir() / step.notebook, step.test_parameters)
+
+
+def test_unknown_parameter_is_refused():
+    with pytest.raises(ValueError, match=r"unknown parameters \['not_a_parameter'\]"):
+        check_parameters(paths.notebooks_dir() / STEPS[0].notebook, {"not_a_parameter": 1})
+
+
+def test_bad_pipeline_file(tmp_path):
+    bad = tmp_path / "p.yml"
+    bad.write_text("steps:\n  - notebook: 00_data_tour.ipynb\n    name: a\n    paramters: {}\n")
+    with pytest.raises(ValueError, match="unknown keys \\['paramters'\\]"):
+        load_pipeline(bad)
+    bad.write_text("steps:\n  - notebook: nope.ipynb\n    name: a\n")
+    with pytest.raises(FileNotFoundError, match="nope.ipynb"):
+        load_pipeline(bad)
+
+
+@pytest.mark.slow
+def test_every_notebook_runs_with_tiny_parameters(isolated_dirs):
+    out = isolated_dirs / "reports"
+    rows = run_pipeline(test=True, out_dir=out, progress=False)
+    assert [r["status"] for r in rows] == ["ok"] * len(STEPS)
+    index = (out / "index.html").read_text()
+    for step in STEPS:
+        assert f'href="{step.name}.html"' in index
+        executed = nbformat.read(out / f"{step.name}.ipynb", as_version=4)
+        errors = [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors
+        assert (out / f"{step.name}.html").stat().st_size > 10_000
+    assert json.loads((out / "index.json").read_text())["steps"][0]["parameters"] == STEPS[0].test_parameters
