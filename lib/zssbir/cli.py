@@ -22,6 +22,30 @@ def _cmd_reports(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_value(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import TrainConfig
+    from .train import train
+
+    values = TrainConfig.from_yaml(args.config).to_dict() if args.config else {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes key=value, got {item!r}")
+        values[key] = _parse_value(value)
+    result = train(TrainConfig.from_dict(values), run_name=args.run_name, run_dir=args.run_dir,
+                   resume=not args.no_resume, progress=not args.quiet)
+    if result.history:
+        print(f"trained {result.run_dir}: best epoch {result.best_epoch + 1}, "
+              f"last val mAP@all {result.history[-1].get('val_map@all', float('nan')):.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zssbir", description="Zero-shot sketch-based image retrieval study")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -31,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("dataset")
     gen.add_argument("--data-root", default=None, help="folder holding the data sets (default: ZSSBIR_DATA)")
     gen.set_defaults(func=_cmd_data_generate)
+
+    tr = sub.add_parser("train", help="train a method (resumes from the run's checkpoint; works under torchrun)")
+    tr.add_argument("--config", default=None, help="YAML file of TrainConfig parameters")
+    tr.add_argument("--set", nargs="*", help="override parameters: key=value (YAML values)")
+    tr.add_argument("--run-name", default=None)
+    tr.add_argument("--run-dir", default=None)
+    tr.add_argument("--no-resume", action="store_true", help="start again even if a checkpoint exists")
+    tr.add_argument("--quiet", action="store_true", help="no progress bars")
+    tr.set_defaults(func=_cmd_train)
 
     rep = sub.add_parser("reports", help="run the notebooks of the pipeline into reports/")
     rep.add_argument("--pipeline", default=None, help="pipeline file (default: notebooks/pipeline.yml)")

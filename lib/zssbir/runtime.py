@@ -96,3 +96,18 @@ def run_metadata(device: str | torch.device = "auto") -> dict:
         "git_commit": git_commit(),
         "versions": package_versions(),
     }
+
+
+def distributed_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) when not launched by it."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """Join the torchrun process group (gloo on CPU, nccl on CUDA) if launched by torchrun; return (rank, world)."""
+    rank, world, local = distributed_env()
+    if world > 1 and not torch.distributed.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(local)
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world

@@ -1,0 +1,253 @@
+"""Cluster-then-retrieve (ClusterRetri, shared reference ``methods.md`` part A): product
+quantisation fitted on the unlabeled gallery, queries scored by asymmetric distance.
+
+Transductive: the quantiser sees the GALLERY features only (never the queries or any label).
+Features are L2-normalised first (``normalize=True``, as retrieval features are); everything is
+float32. Definitions, for a gallery of N items in D dimensions split into M contiguous sub-spaces
+of d = D / M dimensions, with K centroids each:
+
+Fit      per sub-space m, k-means with K centroids on the gallery sub-vectors x^(m) (faiss.Kmeans,
+         ``niter`` = 20 Lloyd iterations, seed ``seed + m``, on ALL gallery points: faiss's default
+         subsampling to 256 K points is switched off, as the authors' scipy ``kmeans2`` uses all).
+         The same k-means is used for every K, power of two or not (faiss.ProductQuantizer would
+         only allow K = 2^nbits and trains the same per-sub-space k-means with its own sampling
+         and seeds): one code path, so K = 25 and K = 32 are fitted alike. M = 1 is plain k-means.
+         Defaults follow the authors: 20 iterations, seed 123. Same seed, same centroids.
+Encode   codes[n, m] = argmin_k ||x_n^(m) - c_{m,k}||^2 (the nearest centroid, re-assigned to the
+         final centroids); ``reconstruct()`` is x_hat_n = concat_m c_{m, codes[n, m]}.
+ADC      adc(q, n) = sum_m ||q^(m) - c_{m, codes[n, m]}||^2 = ||q - x_hat_n||^2, a squared
+         distance: SMALLER IS BETTER. Computed per query block from lookup tables
+         T[b, m, k] = ||q_b^(m) - c_{m,k}||^2 (shape [B, M, K]) gathered by the codes. Items with
+         the same code tuple get bit-identical scores (same table entries, same summation order),
+         so at M = 1 every member of a cluster ties exactly.
+Variants ("adc", "fuse", "rerank"), all distances ranked ascending (``higher_is_better=False``):
+  "adc"     the ADC alone; ties (items sharing a code tuple) follow the tie policy "stable"
+            (gallery index) or "random" (seeded), see ``zssbir.ranking``.
+  "fuse"    (1 - w) * adc(q, n) + w * ||q - x_n||, w = ``fuse_weight`` (lambda_f, default 0.2).
+            Exactly as methods.md writes it: the SQUARED PQ distance plus the plain (NOT squared)
+            exact Euclidean distance. On unit vectors the first lies in [0, ~4], the second in [0, 2].
+  "rerank"  ADC first; items tied in ADC ordered by the exact distance ||q - x_n||, NEAREST first
+            (the released code had a sign error putting the farthest first), then by index. It is
+            ``metrics.evaluate(..., ties="secondary", secondary_higher_is_better=False)`` on blocks
+            ``(start, end, adc, exact_distance)``.
+The ITQ hashing baseline of the released code is not implemented.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+import math
+
+import numpy as np
+import torch
+
+from .metrics import DEFAULT_METRICS, MetricResult, evaluate
+from .retrieval import as_features, l2_normalize
+
+VARIANTS = ("adc", "fuse", "rerank")
+DEFAULT_SEED = 123  # the authors' k-means seed
+DEFAULT_FUSE_WEIGHT = 0.2  # lambda_f of the released logs
+
+
+def divisors(d: int) -> list[int]:
+    """The values of M that split a D-dimensional space into equal contiguous sub-spaces."""
+    return [m for m in range(1, d + 1) if d % m == 0]
+
+
+def check_mk(d: int, n: int, M: int, K: int) -> None:
+    """Raise ValueError unless M sub-spaces and K centroids are possible for N items of dimension D."""
+    for name, v in (("M", M), ("K", K)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if d % M:
+        raise ValueError(f"M = {M} sub-spaces do not divide the feature dimension D = {d}; "
+                         f"valid M for D = {d}: {', '.join(map(str, divisors(d)))}")
+    if K > n:
+        raise ValueError(f"K = {K} centroids need at least {K} gallery items, got {n}; use K <= {n}")
+
+
+def _prepare(x, name: str, normalize: bool) -> torch.Tensor:
+    t = as_features(x, name).float()
+    return l2_normalize(t, name) if normalize else t.clone()  # never share memory with the caller
+
+
+class ClusterIndex:
+    """A product quantiser of a gallery: ``centroids`` (M, K, d) float32, ``codes`` (N, M) int64,
+    and the (normalised) gallery itself for the exact-distance variants. Build with ``fit``."""
+
+    def __init__(self, centroids: np.ndarray, codes: np.ndarray, gallery: torch.Tensor, *, normalize: bool,
+                 seed: int, niter: int):
+        self.centroids, self.codes, self.gallery = centroids, codes, gallery
+        self.normalize, self.seed, self.niter = normalize, seed, niter
+        self.M, self.K, self.d_sub = centroids.shape
+        self._c = torch.from_numpy(centroids)
+        self._c_sq = (self._c * self._c).sum(-1)  # (M, K)
+        # column index of every item into the flattened [B, M * K] table, one row per sub-space
+        self._flat = (torch.from_numpy(codes) + torch.arange(self.M)[None, :] * self.K).T.contiguous()
+        self._g_sq = (gallery * gallery).sum(1)
+
+    @property
+    def dim(self) -> int:
+        return self.M * self.d_sub
+
+    @classmethod
+    def fit(cls, gallery, M: int, K: int, seed: int = DEFAULT_SEED, *, niter: int = 20,
+            normalize: bool = True) -> ClusterIndex:
+        """k-means with K centroids in each of M contiguous sub-spaces of the gallery features."""
+        import faiss
+
+        g = _prepare(gallery, "gallery features", normalize)
+        n, d = g.shape
+        check_mk(d, n, M, K)
+        ds = d // M
+        cents = np.empty((M, K, ds), dtype=np.float32)
+        for m in range(M):
+            sub = np.ascontiguousarray(g[:, m * ds:(m + 1) * ds].numpy())
+            km = faiss.Kmeans(ds, int(K), niter=int(niter), seed=int(seed) + m, verbose=False,
+                              max_points_per_centroid=max(1, math.ceil(n / K)) + 1, min_points_per_centroid=1)
+            km.train(sub)
+            cents[m] = km.centroids
+        if not np.isfinite(cents).all():
+            raise ValueError("k-means produced non-finite centroids; check the gallery features")
+        return cls(cents, encode(g, cents), g, normalize=normalize, seed=int(seed), niter=int(niter))
+
+    # ------------------------------------------------------------------------------- quantiser
+    def reconstruct(self) -> np.ndarray:
+        """(N, D) PQ reconstruction of the gallery: the assigned centroids, concatenated."""
+        return np.concatenate([self.centroids[m][self.codes[:, m]] for m in range(self.M)], axis=1)
+
+    def quantization_error(self) -> float:
+        """Mean over the gallery of ||x - x_hat||^2."""
+        return float(((self.gallery.numpy() - self.reconstruct()) ** 2).sum(1).mean())
+
+    def prepare_queries(self, query) -> torch.Tensor:
+        q = _prepare(query, "query features", self.normalize)
+        if q.shape[1] != self.dim:
+            raise ValueError(f"query features have {q.shape[1]} dimensions but the index was fitted on "
+                             f"{self.dim}-dimensional gallery features; both must share one embedding space")
+        return q
+
+    def tables(self, q: torch.Tensor) -> torch.Tensor:
+        """Lookup tables T[b, m, k] = ||q_b^(m) - c_{m,k}||^2, shape (B, M, K), for prepared queries."""
+        qs = q.reshape(len(q), self.M, self.d_sub)
+        dots = torch.einsum("bmd,mkd->bmk", qs, self._c)
+        return (self._c_sq[None] - 2 * dots + (qs * qs).sum(-1, keepdim=True)).clamp_(min=0)
+
+    def _adc_into(self, q: torch.Tensor, out: torch.Tensor, tmp: torch.Tensor) -> torch.Tensor:
+        lut = self.tables(q).reshape(len(q), self.M * self.K)
+        torch.index_select(lut, 1, self._flat[0], out=out)
+        for m in range(1, self.M):  # loop over sub-spaces (<= M), vectorised over queries and items
+            out.add_(torch.index_select(lut, 1, self._flat[m], out=tmp))
+        return out
+
+    def _exact_into(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        torch.add(self._g_sq[None, :], (q * q).sum(1, keepdim=True), out=out)  # |x|^2 + |q|^2
+        return out.addmm_(q, self.gallery.T, alpha=-2).clamp_(min=0).sqrt_()
+
+    def adc(self, query) -> np.ndarray:
+        """(Q, N) asymmetric distances ||q - x_hat_n||^2 (squared; smaller is better)."""
+        return np.concatenate([blk[2].numpy() for blk in self.score_blocks(query, "adc")])
+
+    # ---------------------------------------------------------------------------------- scoring
+    def score_blocks(self, query, variant: str = "adc", *, fuse_weight: float = DEFAULT_FUSE_WEIGHT,
+                     block_size: int = 1024, reuse_buffer: bool = False
+                     ) -> Iterator[tuple[int, int, torch.Tensor] | tuple[int, int, torch.Tensor, torch.Tensor]]:
+        """Yield distance blocks (smaller is better) for ``metrics.evaluate(..., higher_is_better=False)``:
+        ``(start, end, adc)`` ("adc"), ``(start, end, fused)`` ("fuse") or ``(start, end, adc, exact)``
+        ("rerank", for ``ties="secondary", secondary_higher_is_better=False``); exact = ||q - x||.
+        With ``reuse_buffer=True`` the buffers are overwritten by the next block (consume each first)."""
+        check_variant(variant)
+        if not 0.0 <= fuse_weight <= 1.0:
+            raise ValueError(f"fuse_weight must lie in [0, 1], got {fuse_weight}")
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {block_size}")
+        q = self.prepare_queries(query)
+        n = len(self.codes)
+        shape = (min(block_size, len(q)), n)
+        bufs = None
+        for start in range(0, len(q), block_size):
+            end = min(start + block_size, len(q))
+            if bufs is None or not reuse_buffer:
+                bufs = [torch.empty(shape) for _ in range(2 if variant == "adc" else 3)]
+            out, tmp = bufs[0][:end - start], bufs[1][:end - start]
+            adc = self._adc_into(q[start:end], out, tmp)
+            if variant == "adc":
+                yield start, end, adc
+                continue
+            exact = self._exact_into(q[start:end], bufs[2][:end - start])
+            if variant == "rerank":
+                yield start, end, adc, exact
+            else:
+                yield start, end, adc.lerp_(exact, fuse_weight)  # adc + w (exact - adc)
+
+    def evaluate(self, query, query_labels, gallery_labels, *, variant: str = "adc", ties: str | None = None,
+                 metrics: Sequence[str] | str = DEFAULT_METRICS, preset: str | None = None,
+                 fuse_weight: float = DEFAULT_FUSE_WEIGHT, tie_seed: int | None = None, block_size: int = 1024,
+                 **evaluate_kwargs) -> dict[str, MetricResult]:
+        """``metrics.evaluate`` on this index's distance blocks. ``ties`` defaults to "stable" for
+        "adc"/"fuse" and must be (and defaults to) "secondary" for "rerank"; ``tie_seed`` (default:
+        the k-means seed) seeds ``ties="random"``. Each result's convention records M, K, variant."""
+        ties = resolve_ties(variant, ties)
+        if len(gallery_labels) != len(self.codes):
+            raise ValueError(f"{len(gallery_labels)} gallery labels for an index of {len(self.codes)} items")
+        extra = ({"secondary_higher_is_better": False} if ties == "secondary"
+                 else {"seed": self.seed if tie_seed is None else tie_seed} if ties == "random" else {})
+        blocks = self.score_blocks(query, variant, fuse_weight=fuse_weight, block_size=block_size,
+                                   reuse_buffer=True)
+        res = evaluate(blocks, query_labels, gallery_labels, metrics=metrics, preset=preset, ties=ties,
+                       higher_is_better=False, block_size=block_size, **extra, **evaluate_kwargs)
+        info = {"retrieval": "cluster_then_retrieve", "variant": variant, "M": self.M, "K": self.K,
+                "kmeans_seed": self.seed, "kmeans_niter": self.niter, "normalize": self.normalize,
+                "fuse_weight": fuse_weight if variant == "fuse" else None}
+        return {k: replace(r, convention={**r.convention, **info}) for k, r in res.items()}
+
+
+def encode(gallery: torch.Tensor, centroids: np.ndarray) -> np.ndarray:
+    """(N, M) int64 index of the nearest centroid of every item in every sub-space (float64 distances;
+    exact ties go to the lowest centroid index)."""
+    M, K, ds = centroids.shape
+    x = gallery.double()
+    codes = np.empty((len(x), M), dtype=np.int64)
+    for m in range(M):
+        c = torch.from_numpy(centroids[m]).double()
+        sub = x[:, m * ds:(m + 1) * ds]
+        dist = (c * c).sum(1)[None, :] - 2 * sub @ c.T  # + |x|^2, constant per row
+        codes[:, m] = dist.argmin(1).numpy()
+    return codes
+
+
+def check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant={variant!r}; expected one of {VARIANTS}")
+
+
+def resolve_ties(variant: str, ties: str | None) -> str:
+    """The tie policy of a variant: rerank is ties="secondary" by definition; the others take
+    "stable" (default) or "random"."""
+    check_variant(variant)
+    if variant == "rerank":
+        if ties not in (None, "secondary"):
+            raise ValueError(f"variant='rerank' orders ADC ties by the exact distance (ties='secondary'); "
+                             f"got ties={ties!r}. Use variant='adc' for ties='stable' or 'random'")
+        return "secondary"
+    ties = "stable" if ties is None else ties
+    if ties not in ("stable", "random"):
+        raise ValueError(f"variant={variant!r} takes ties='stable' or 'random', got {ties!r} "
+                         "(ties broken by the exact distance are variant='rerank')")
+    return ties
+
+
+def evaluate_clustered(query, gallery, query_labels, gallery_labels, M: int, K: int, *, variant: str = "adc",
+                       ties: str | None = None, metrics: Sequence[str] | str = DEFAULT_METRICS,
+                       preset: str | None = None, seed: int = DEFAULT_SEED, fuse_weight: float = DEFAULT_FUSE_WEIGHT,
+                       niter: int = 20, normalize: bool = True, block_size: int = 1024,
+                       **evaluate_kwargs) -> dict[str, MetricResult]:
+    """Fit a ``ClusterIndex`` on the gallery (M sub-spaces, K centroids, ``seed``) and evaluate the
+    queries with ``variant``; see ``ClusterIndex.evaluate`` for ties and the recorded convention."""
+    resolve_ties(variant, ties)  # fail before fitting
+    index = ClusterIndex.fit(gallery, M, K, seed, niter=niter, normalize=normalize)
+    return index.evaluate(query, query_labels, gallery_labels, variant=variant, ties=ties, metrics=metrics,
+                          preset=preset, fuse_weight=fuse_weight, block_size=block_size, **evaluate_kwargs)
+
+
+from .clustering_grid import cluster_stats, grid  # noqa: E402,F401  (re-exported)

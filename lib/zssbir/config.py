@@ -1,0 +1,76 @@
+"""Experiment configuration: one flat dataclass, loadable from YAML or a notebook's parameters.
+
+Unknown keys are errors (with the known keys listed), never silently ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+SELECTIONS = ("seen_val", "unseen_test", "last")
+
+
+@dataclass
+class TrainConfig:
+    method: str = "clusterretri"        # clusterretri (L_DA weight lambda_da; 0 = plain baseline) | dmwa
+    dataset: str = "synthetic"          # dataset id (zssbir.data.benchmarks)
+    data_root: str | None = None        # folder of the data sets; None = ZSSBIR_DATA / data/datasets
+    backbone: str = "small"             # small | cse_resnet50 | clip:<open_clip model>
+    pretrained: str | None = None       # open_clip tag or local checkpoint path; None = random init
+    backbone_params: dict = field(default_factory=dict)  # backbone-specific options (e.g. width, train_mode)
+    embed_dim: int = 512                # retrieval embedding width D
+    image_size: int = 64                # input side in pixels (open_clip towers use their own)
+    epochs: int = 8
+    batch_size: int = 48                # images per step (all processes together)
+    sketch_fraction: float = 1 / 3      # share of sketches in a ClusterRetri batch (authors: 1/3)
+    lr: float = 1e-3
+    lr_final_factor: float = 1e-3       # lr at epoch e = lr * lr_final_factor ** (e / epochs) (authors)
+    weight_decay: float = 5e-4
+    lambda_da: float = 0.1              # weight of ClusterRetri's distribution alignment loss
+    lambda_kd: float = 0.0              # weight of SAKE distillation (needs teacher_weights)
+    teacher_weights: str | None = None  # ImageNet SE-ResNet50 checkpoint for SAKE distillation
+    kd_temperature: float = 1.0
+    augment: bool = True                # SAKE augmentation (flip, affine)
+    transform: str = "sake"             # transform convention for non-CLIP backbones
+    method_params: dict = field(default_factory=dict)  # method-specific options (validated by the method)
+    selection: str = "seen_val"         # seen_val (default) | unseen_test (papers' protocol: leaks) | last
+    max_steps_per_epoch: int | None = None  # cap for smoke runs
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True                    # autocast where the device supports it (CUDA); ignored on CPU
+    num_workers: int = 0
+
+    def __post_init__(self):
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+        for name in ("epochs", "batch_size", "embed_dim", "image_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+        if not 0 < self.sketch_fraction < 1:
+            raise ValueError(f"sketch_fraction must be in (0, 1), got {self.sketch_fraction}")
+        if self.lambda_kd > 0 and not self.teacher_weights:
+            raise ValueError("lambda_kd > 0 needs teacher_weights: a local ImageNet SE-ResNet50 checkpoint")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training parameters {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a mapping of training parameters")
+        return cls.from_dict(values)
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")

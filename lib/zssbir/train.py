@@ -1,0 +1,231 @@
+"""The one training loop of the study.
+
+- device "auto"; autocast where the device supports it (CUDA: bf16 or fp16 with a grad scaler);
+- a checkpoint after every epoch (model, optimiser, scaler, RNG states, history), written atomically;
+  ``train`` resumes from it, and a resumed CPU run ends with the same weights as an uninterrupted one
+  (epoch e draws its batches from seed + e; the RNG states are restored);
+- DDP when launched with torchrun (gloo on CPU, nccl on CUDA); only rank 0 writes and validates;
+- model selection on held-out SEEN-class sketches by default (``selection="seen_val"``); the papers'
+  protocol (select on the unseen test classes) only on request, and labelled as such in the results.
+Learning rate of epoch e: lr * lr_final_factor ** (e / epochs) (ClusterRetri's schedule); Adam.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import paths
+from .config import TrainConfig
+from .data.datasets import load_split
+from .data.samplers import SeededShuffleSampler, make_loader
+from .data.tools import ensure_dataset
+from .models.factory import build_model, transforms_for
+from .runtime import amp_dtype, init_distributed, resolve_device, seed_everything
+
+SELECTION_METRIC = {"metric": "map@all", "ap": "voc", "average": "query", "ties": "stable"}
+_IGNORED_ON_RESUME = ("device", "num_workers")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    config: TrainConfig
+    history: list[dict]
+    best_epoch: int
+    model: torch.nn.Module
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def _collate(*batches: dict) -> dict:
+    return {"image": torch.cat([b["image"] for b in batches]), "label": torch.cat([b["label"] for b in batches]),
+            "domain": torch.cat([torch.as_tensor(b["domain"]) for b in batches]),
+            "pair_id": sum((list(b["pair_id"]) for b in batches), [])}
+
+
+def mixed_batches(data: dict, config: TrainConfig, epoch: int, rank: int, world: int):
+    """ClusterRetri batches: ``sketch_fraction`` sketches and the rest photos, from separate loaders.
+
+    Yields (steps, iterator); an epoch is one pass over the photos; sketches cycle if fewer.
+    """
+    per_rank = max(2, config.batch_size // world)
+    n_sketch = max(1, round(per_rank * config.sketch_fraction))
+    n_photo = per_rank - n_sketch
+
+    def loader(domain: str, batch: int, salt: int):
+        ds = data[domain]
+        seed = config.seed * 1_000_003 + epoch * 101 + salt
+        sampler = SeededShuffleSampler(len(ds), seed, num_replicas=world, rank=rank)
+        return make_loader(ds, batch, seed=seed, sampler=sampler, drop_last=True, num_workers=config.num_workers)
+
+    photos = loader("photo", n_photo, 0)
+    steps = len(photos)
+    if config.max_steps_per_epoch:
+        steps = min(steps, config.max_steps_per_epoch)
+    if steps == 0:
+        raise ValueError(f"batch of {n_photo} photos per process exceeds the {len(data['photo'])} training photos")
+
+    def iterate():
+        sketch_iter, cycle = iter(loader("sketch", n_sketch, 1)), 1
+        for step, photo_batch in enumerate(photos):
+            if step == steps:
+                return
+            try:
+                sketch_batch = next(sketch_iter)
+            except StopIteration:
+                cycle += 1
+                sketch_iter = iter(loader("sketch", n_sketch, cycle))
+                sketch_batch = next(sketch_iter)
+            yield _collate(sketch_batch, photo_batch)
+
+    return steps, iterate()
+
+
+def default_run_dir(config: TrainConfig, run_name: str | None = None) -> Path:
+    name = run_name or f"{config.method}_{config.dataset}_{config.backbone.replace(':', '-')}_seed{config.seed}"
+    return paths.runs_dir() / "train" / name
+
+
+def _check_resumable(saved: dict, config: TrainConfig, run_dir: Path) -> None:
+    now = config.to_dict()
+    diff = sorted(k for k in set(saved) | set(now) if k not in _IGNORED_ON_RESUME and saved.get(k) != now.get(k))
+    if diff:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
+        raise ValueError(f"{run_dir} holds a run with other parameters ({detail}). Use another run_name, "
+                         f"or resume=False to start it again (its checkpoint is then overwritten)")
+
+
+def validation_score(model, config: TrainConfig, data: dict, device: torch.device, split: str) -> float:
+    from .features import extract
+    from .retrieval import evaluate_features
+
+    sketches, photos = data[(split, "sketch")], data[(split, "photo")]
+    encode = model.embed
+    q = extract(encode, sketches, device=device)
+    g = extract(encode, photos, device=device)
+    result = evaluate_features(q, g, sketches.labels, photos.labels, metrics="map@all", ap="voc", average="query")
+    return result["map@all"].value
+
+
+def train(config: TrainConfig, *, run_name: str | None = None, run_dir: str | Path | None = None,
+          resume: bool = True, progress: bool = True) -> TrainResult:
+    """Train ``config`` into ``run_dir`` (checkpoint.pt, best.pt, config.yaml, history.json)."""
+    device = resolve_device(config.device)
+    rank, world = init_distributed(device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    run_dir = Path(run_dir) if run_dir else default_run_dir(config, run_name)
+    seed_everything(config.seed)
+    if rank == 0:
+        ensure_dataset(config.dataset, data_root=config.data_root, progress=progress)
+    if world > 1:
+        torch.distributed.barrier()
+
+    seen = load_split(config.dataset, "train", "photo", data_root=config.data_root)
+    model = build_model(config, len(seen.class_names)).to(device)
+    train_tf, eval_tf = transforms_for(model, config, train=True), transforms_for(model, config, train=False)
+    data = {d: load_split(config.dataset, "train", d, data_root=config.data_root, transform=train_tf[d])
+            for d in ("sketch", "photo")}
+    val_split = "zero" if config.selection == "unseen_test" else "val"
+    val_data = {(val_split, d): load_split(config.dataset, val_split, d, data_root=config.data_root,
+                                           transform=eval_tf[d]) for d in ("sketch", "photo")}
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    dtype = amp_dtype(device) if config.amp else None
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    history, start, best = [], 0, {"epoch": -1, "score": -float("inf")}
+    ckpt_path = run_dir / "checkpoint.pt"
+    if resume and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        _check_resumable(state["config"], config, run_dir)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        history, start, best = state["history"], state["epoch"] + 1, state["best"]
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.to_yaml(run_dir / "config.yaml")
+    # a method's forward(batch) returns its loss terms, so DDP can wrap it as it is
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+
+    for epoch in range(start, config.epochs):
+        lr = config.lr * config.lr_final_factor ** (epoch / config.epochs)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        model.train()
+        steps, batches = mixed_batches(data, config, epoch, rank, world)
+        sums: dict[str, float] = {}
+        t0 = time.perf_counter()
+        bar = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress or rank)
+        for batch in bar:
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
+                terms = net(batch)
+            if not torch.isfinite(terms["total"]):
+                raise FloatingPointError(f"loss became {terms['total'].item()} at epoch {epoch + 1}; lower lr "
+                                         f"(now {lr:.2e}) or check the inputs. The last good checkpoint is {ckpt_path}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(terms["total"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            bar.set_postfix(loss=f"{float(terms['total'].detach()):.3f}")
+        record = {"epoch": epoch, "lr": lr, "seconds": time.perf_counter() - t0,
+                  **{f"loss_{k}": v / steps for k, v in sums.items()}}
+        if rank == 0:
+            model.eval()
+            record["val_map@all"] = validation_score(model, config, val_data, device, val_split)
+            if config.selection == "last" or record["val_map@all"] > best["score"]:
+                best = {"epoch": epoch, "score": record["val_map@all"]}
+                _atomic_save({"model": model.state_dict(), "epoch": epoch, "config": config.to_dict(),
+                              "selection": config.selection, "score": best["score"],
+                              "score_convention": SELECTION_METRIC}, run_dir / "best.pt")
+            history.append(record)
+            _atomic_save({"config": config.to_dict(), "epoch": epoch, "model": model.state_dict(),
+                          "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state(),
+                          "history": history, "best": best}, ckpt_path)
+            (run_dir / "history.json").write_text(json.dumps(history, indent=2), encoding="utf-8")
+        if world > 1:
+            torch.distributed.barrier()
+    return TrainResult(run_dir, config, history, best["epoch"], model)
+
+
+def load_trained(run_dir: str | Path, which: str = "best", device: str = "auto") -> tuple[torch.nn.Module, TrainConfig]:
+    """The model saved in ``run_dir`` (``best.pt`` or the last ``checkpoint.pt``) and its config."""
+    run_dir = Path(run_dir)
+    path = run_dir / ("best.pt" if which == "best" else "checkpoint.pt")
+    if not path.is_file():
+        raise FileNotFoundError(f"no {path.name} in {run_dir}: train first (zssbir.train.train) or check the path")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    config = TrainConfig.from_dict(state["config"])
+    n_classes = len(load_split(config.dataset, "train", "photo", data_root=config.data_root,
+                               check_files=False).class_names)
+    model = build_model(config, n_classes)
+    model.load_state_dict(state["model"])
+    return model.to(resolve_device(device)).eval(), config

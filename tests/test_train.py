@@ -1,0 +1,80 @@
+"""The training loop on the tiny synthetic set: it learns, resumes exactly, refuses mismatches, runs DDP."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from zssbir.config import TrainConfig
+from zssbir.models.clusterretri import ClusterRetri
+from zssbir.train import load_trained, train
+
+TINY = dict(dataset="synthetic_tiny", image_size=32, embed_dim=32, batch_size=12, epochs=2, max_steps_per_epoch=3,
+            backbone_params={"width": 32, "depth": 1, "heads": 2, "stem_channels": (8, 16, 32)}, augment=True)
+
+
+def weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_unknown_parameter_is_refused():
+    with pytest.raises(ValueError, match=r"unknown training parameters \['epoch'\]"):
+        TrainConfig.from_dict({"epoch": 3})
+    with pytest.raises(ValueError, match="teacher_weights"):
+        TrainConfig(lambda_kd=1.0)
+
+
+def test_interrupted_run_resumes_to_the_same_weights(isolated_dirs, monkeypatch):
+    config = TrainConfig(**TINY)
+    full = train(config, run_dir=isolated_dirs / "full", progress=False)
+    assert len(full.history) == 2 and (isolated_dirs / "full" / "best.pt").is_file()
+    assert all(torch.isfinite(torch.tensor(h["loss_total"])) for h in full.history)
+
+    calls = {"n": 0}
+    original = ClusterRetri.forward
+
+    def crash_in_second_epoch(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 5:  # step 2 of epoch 2
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(ClusterRetri, "forward", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, run_dir=isolated_dirs / "cut", progress=False)
+    monkeypatch.setattr(ClusterRetri, "forward", original)
+    assert torch.load(isolated_dirs / "cut" / "checkpoint.pt", weights_only=False)["epoch"] == 0
+    resumed = train(config, run_dir=isolated_dirs / "cut", progress=False)
+    assert [h["epoch"] for h in resumed.history] == [0, 1]
+    assert same(weights(resumed.model), weights(full.model))
+
+
+def test_resume_refuses_other_parameters(isolated_dirs):
+    config = TrainConfig(**{**TINY, "epochs": 1})
+    train(config, run_dir=isolated_dirs / "r", progress=False)
+    with pytest.raises(ValueError, match=r"other parameters \(lr: 0.001 -> 0.01\)"):
+        train(TrainConfig(**{**TINY, "epochs": 1, "lr": 1e-2}), run_dir=isolated_dirs / "r", progress=False)
+    again = train(TrainConfig(**{**TINY, "epochs": 1, "lr": 1e-2}), run_dir=isolated_dirs / "r", resume=False,
+                  progress=False)
+    assert len(again.history) == 1
+    model, loaded = load_trained(isolated_dirs / "r")
+    assert loaded.lr == 1e-2 and same(weights(model), weights(again.model))  # one epoch: best = last
+
+
+def test_ddp_two_processes_on_cpu(isolated_dirs):
+    cfg = isolated_dirs / "ddp.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "epochs": 1, "backbone_params": {**TINY["backbone_params"],
+                                                                             "stem_channels": [8, 16, 32]}}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "zssbir.cli", "train", "--config", str(cfg), "--run-dir", str(isolated_dirs / "ddp"),
+                          "--quiet"], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    state = torch.load(isolated_dirs / "ddp" / "checkpoint.pt", weights_only=False)
+    assert state["epoch"] == 0 and len(state["history"]) == 1
