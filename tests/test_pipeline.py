@@ -1,7 +1,9 @@
 """The papermill pipeline: every notebook of notebooks/pipeline.yml executes with its tiny parameters."""
+import ast
 import json
 
 import nbformat
+import papermill
 import pytest
 
 from zssbir import paths
@@ -18,6 +20,9 @@ def test_pipeline_file_is_valid_and_notebooks_are_stripped():
         assert len(tagged) == 1, f"{step.notebook} needs exactly one cell tagged 'parameters'"
         assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), \
             f"{step.notebook} is committed with outputs: run `make strip`"
+        declared = papermill.inspect_notebook(str(paths.notebooks_dir() / step.notebook))
+        assigned = [t.id for node in ast.parse(tagged[0].source).body for t in getattr(node, "targets", [])]
+        assert sorted(declared) == sorted(assigned), f"papermill cannot parse some parameters of {step.notebook}"
         check_parameters(paths.notebooks_dir() / step.notebook, step.parameters)
         check_parameters(paths.notebooks_dir() / step.notebook, step.test_parameters)
 

@@ -61,3 +61,18 @@ def test_device_auto_is_cpu_here_and_cuda_request_is_checked():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_results_frame_and_summary_over_seeds(isolated_dirs):
+    from zssbir.results import results_frame, summary_table
+
+    for seed, value in ((0, 0.2), (1, 0.4), (2, 0.6)):
+        write_results(f"r{seed}", params={"method": "m", "dataset": "d", "train": {"lambda_da": 0.1},
+                                          "retrieval": {"kind": "exact"}},
+                      seed=seed, convention=CONV, metrics={"map@all": value})
+    frame = results_frame(load_results(isolated_dirs / "runs" / "results"))
+    assert len(frame) == 3 and set(frame["convention"]) == {"ap=voc, average=class"}
+    table = summary_table(frame, ["method", "retrieval"])
+    assert table[("mean", "map@all")].iloc[0] == pytest.approx(0.4)
+    assert table[("std", "map@all")].iloc[0] == pytest.approx(0.2)
+    assert table[("seeds", "map@all")].iloc[0] == 3

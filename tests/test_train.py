@@ -58,7 +58,7 @@ def test_interrupted_run_resumes_to_the_same_weights(isolated_dirs, monkeypatch)
 def test_resume_refuses_other_parameters(isolated_dirs):
     config = TrainConfig(**{**TINY, "epochs": 1})
     train(config, run_dir=isolated_dirs / "r", progress=False)
-    with pytest.raises(ValueError, match=r"other parameters \(lr: 0.001 -> 0.01\)"):
+    with pytest.raises(ValueError, match=r"other parameters \(lr: 0.002 -> 0.01\)"):
         train(TrainConfig(**{**TINY, "epochs": 1, "lr": 1e-2}), run_dir=isolated_dirs / "r", progress=False)
     again = train(TrainConfig(**{**TINY, "epochs": 1, "lr": 1e-2}), run_dir=isolated_dirs / "r", resume=False,
                   progress=False)

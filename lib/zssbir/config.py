@@ -23,11 +23,11 @@ class TrainConfig:
     backbone_params: dict = field(default_factory=dict)  # backbone-specific options (e.g. width, train_mode)
     embed_dim: int = 512                # retrieval embedding width D
     image_size: int = 64                # input side in pixels (open_clip towers use their own)
-    epochs: int = 8
+    epochs: int = 30
     batch_size: int = 48                # images per step (all processes together)
     sketch_fraction: float = 1 / 3      # share of sketches in a ClusterRetri batch (authors: 1/3)
-    lr: float = 1e-3
-    lr_final_factor: float = 1e-3       # lr at epoch e = lr * lr_final_factor ** (e / epochs) (authors)
+    lr: float = 2e-3
+    lr_final_factor: float = 1e-2       # lr at epoch e = lr * lr_final_factor ** (e / epochs); authors: 1e-3
     weight_decay: float = 5e-4
     lambda_da: float = 0.1              # weight of ClusterRetri's distribution alignment loss
     lambda_kd: float = 0.0              # weight of SAKE distillation (needs teacher_weights)

@@ -35,6 +35,7 @@ class Step:
 def load_pipeline(path: str | Path | None = None) -> list[Step]:
     path = Path(path) if path else paths.notebooks_dir() / "pipeline.yml"
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    # top-level keys other than 'steps' may hold YAML anchors shared by the steps
     if not isinstance(raw, dict) or not isinstance(raw.get("steps"), list):
         raise ValueError(f"{path}: expected a mapping with a 'steps' list")
     steps, known = [], set(Step.__dataclass_fields__)

@@ -22,10 +22,11 @@ the 64-bit key is ``score_int << 32 | tiebreak`` with a 32-bit tiebreak (index, 
 ordered float32 secondary), so keys follow the total order above. Per query row the keys are
 sorted in place (numpy's AVX-512 sort, in cache-sized row chunks over ``num_threads`` threads) and
 the keys of the relevant items are located by binary search: the number of keys before a relevant
-key is the number of items ranked ahead of it. Where keys can be equal (float64 scores, or a
-secondary tie), rows with a tie touching a relevant item are recomputed with a full
-``np.lexsort`` of (score, secondary, tiebreak). The score matrix is consumed block by block and
-never needs to exist whole.
+key is the number of items ranked ahead of it. (Sorting the 32-bit score alone is not cheaper: at
+50k items, float32 scores collide often enough that most rows would need the tiebreak anyway.)
+Where keys can be equal (float64 scores, or a secondary tie), rows with a tie touching a relevant
+item are recomputed with a full ``np.lexsort`` of (score, secondary, tiebreak). The score matrix is
+consumed block by block and never needs to exist whole.
 """
 from __future__ import annotations
 
@@ -269,34 +270,29 @@ class _Context:
     def _rows(self, worker, block, sec, codes, offsets, out, a, b, start):
         keys, w32, w32b, tmp = self._buffers(worker)
         for r0 in range(a, b, self.chunk):
-            r1 = min(r0 + self.chunk, b)
-            k = keys[:r1 - r0]
-            unique = self._keys(block[r0:r1], None if sec is None else sec[r0:r1], k, w32, w32b, tmp, start + r0)
-            for i in range(r1 - r0):
-                c = codes[r0 + i]
-                cols = self.labels.relevant[c]
+            m = min(self.chunk, b - r0)
+            s, sc = block[r0:r0 + m], None if sec is None else sec[r0:r0 + m]
+            unique = self._keys(s, sc, keys[:m], w32[:m], w32b[:m], tmp[:m], start + r0)
+            for i in range(m):
+                cols = self.labels.relevant[codes[r0 + i]]
                 if len(cols) == 0:
                     continue
-                row = k[i]
-                rel = row[cols]
-                rel.sort()
-                row.sort()
-                pos = np.searchsorted(row, rel)
-                if not unique and np.any(np.searchsorted(row, rel, side="right") - pos > 1):
-                    pos = self._exact_row(block[r0 + i], None if sec is None else sec[r0 + i], c)
+                pos = _positions(keys[i], cols, unique)
+                if pos is None:  # keys may tie and one ties with a relevant item: exact lexsort
+                    pos = self._exact_row(s[i], None if sc is None else sc[i], codes[r0 + i])
                 out[offsets[r0 + i]:offsets[r0 + i + 1]] = pos
 
-    def _keys(self, s, sec, k, w32, w32b, tmp, row0) -> bool:
-        """Fill k with order keys (ascending = ranked first); return whether keys are unique."""
-        m = len(s)
+    def _keys(self, s, sec, k, mag, lo, tmp, row0) -> bool:
+        """Fill k with int64 order keys (ascending = ranked first) for the rows of s; return True when
+        they are unique (float32 score in the high, stable/random tiebreak in the low 32 bits)."""
         if s.dtype == np.float64:
             np.bitwise_and(s.view(np.int64), 0x7FFFFFFFFFFFFFFF, out=k)
             _check_finite(k, _F64_NONFINITE, row0, "scores")
-            self._negate(s.view(np.int64), k, tmp[:m], self.hib)
+            self._negate(s.view(np.int64), k, tmp, self.hib)
             if sec is not None:
                 _check_finite_float(sec, row0)
             return False
-        mag, t32 = w32[:m], tmp.view(np.int32)[:m, :s.shape[1]]
+        t32 = tmp.view(np.int32)[:, :s.shape[1]]
         np.bitwise_and(s.view(np.int32), 0x7FFFFFFF, out=mag)
         _check_finite(mag, _F32_NONFINITE, row0, "scores")
         self._negate(s.view(np.int32), mag, t32, self.hib)
@@ -307,7 +303,6 @@ class _Context:
         if sec.dtype != np.float32:  # key holds the primary score only; ties go to the exact path
             _check_finite_float(sec, row0)
             return False
-        lo = w32b[:m]
         np.bitwise_and(sec.view(np.int32), 0x7FFFFFFF, out=lo)
         _check_finite(lo, _F32_NONFINITE, row0, "secondary scores")
         self._negate(sec.view(np.int32), lo, t32, self.sec_hib)
@@ -333,6 +328,18 @@ class _Context:
         keys.append(-s.astype(np.float64) if self.hib else s.astype(np.float64))
         order = np.lexsort(keys)
         return np.flatnonzero(self.labels.gallery_codes[order] == c)
+
+
+def _positions(row, cols, unique):
+    """0-based positions of the relevant keys row[cols] once row is sorted (row is sorted in place);
+    None when keys may tie and one relevant key equals another key (the caller breaks the tie)."""
+    rel = row[cols]
+    rel.sort()
+    row.sort()
+    pos = np.searchsorted(row, rel)
+    if not unique and np.any(np.searchsorted(row, rel, side="right") - pos > 1):
+        return None
+    return pos
 
 
 def _check_finite(mag, limit, row0, what):

@@ -93,3 +93,32 @@ def load_results(source: str | Path) -> list[dict]:
         record["_path"] = str(f)
         records.append(record)
     return records
+
+
+def results_frame(records: list[dict]) -> "pd.DataFrame":
+    """One row per (results file, metric): run parameters, retrieval procedure, value and convention."""
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        params = r.get("params", {})
+        train = params.get("train", {})
+        retrieval = params.get("retrieval", {})
+        for metric, m in r["metrics"].items():
+            conv = m["convention"]
+            rows.append({"name": r["name"], "method": params.get("method"), "dataset": params.get("dataset"),
+                         "backbone": train.get("backbone"), "lambda_da": train.get("lambda_da"), "seed": r["seed"],
+                         "retrieval": retrieval.get("kind"), "M": retrieval.get("M"), "K": retrieval.get("K"),
+                         "variant": retrieval.get("variant"), "metric": metric, "value": m["value"],
+                         "convention": ", ".join(f"{k}={conv[k]}" for k in ("ap", "map_k_denominator",
+                                                 "prec_k_denominator", "average", "ties") if conv.get(k) is not None)})
+    return pd.DataFrame(rows)
+
+
+def summary_table(frame: "pd.DataFrame", by: list[str], metrics: list[str] | None = None) -> "pd.DataFrame":
+    """Mean, standard deviation (ddof 1) and number of seeds of each metric, grouped by ``by``."""
+    if metrics is not None:
+        frame = frame[frame["metric"].isin(metrics)]
+    grouped = frame.groupby(by + ["metric"], dropna=False)["value"]
+    out = grouped.agg(mean="mean", std="std", seeds="count").reset_index()
+    return out.pivot_table(index=by, columns="metric", values=["mean", "std", "seeds"], dropna=False)

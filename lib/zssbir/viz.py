@@ -31,3 +31,49 @@ def image_grid(images: Sequence[Image.Image | np.ndarray], titles: Sequence[str]
         fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
+
+
+def plot_history(history: Sequence[dict], title: str = ""):
+    """Loss terms and validation mAP per epoch, from a run's history records."""
+    epochs = [h["epoch"] + 1 for h in history]
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.2))
+    for key in sorted({k for h in history for k in h if k.startswith("loss_")}):
+        ax_loss.plot(epochs, [h.get(key, np.nan) for h in history], marker="o", label=key[5:])
+    ax_loss.set_xlabel("epoch"), ax_loss.set_ylabel("mean loss"), ax_loss.legend(fontsize=8)
+    ax_val.plot(epochs, [h.get("val_map@all", np.nan) for h in history], marker="o", color="C3")
+    ax_val.set_xlabel("epoch"), ax_val.set_ylabel("validation mAP@all")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def retrieval_grid(query_images, gallery_images, ranked: np.ndarray, relevant: np.ndarray, topk: int = 8,
+                   size: float = 1.2, title: str = ""):
+    """Each row: a query, then its top-``topk`` gallery items framed green (relevant) or red."""
+    n = len(query_images)
+    fig, axes = plt.subplots(n, topk + 1, figsize=((topk + 1) * size, n * size), squeeze=False)
+    for r in range(n):
+        row = [query_images[r]] + [gallery_images(int(j)) for j in ranked[r, :topk]]
+        for c, (ax, img) in enumerate(zip(axes[r], row)):
+            ax.imshow(img)
+            ax.set_xticks([]), ax.set_yticks([])
+            colour = "black" if c == 0 else ("tab:green" if relevant[r, c - 1] else "tab:red")
+            for spine in ax.spines.values():
+                spine.set_edgecolor(colour), spine.set_linewidth(2.5 if c else 1)
+    axes[0, 0].set_title("query", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def embedding_scatter(points: np.ndarray, labels: Sequence[str], domains: Sequence[str], ax=None, title: str = ""):
+    """A 2-D embedding (e.g. UMAP): colour = class, marker = domain (o photo, x sketch)."""
+    import seaborn as sns
+
+    ax = ax or plt.subplots(figsize=(6, 5))[1]
+    sns.scatterplot(x=points[:, 0], y=points[:, 1], hue=list(labels), style=list(domains),
+                    markers={"photo": "o", "sketch": "X"}, s=14, alpha=0.7, linewidth=0, ax=ax, legend="brief")
+    ax.set_xticks([]), ax.set_yticks([])
+    ax.set_title(title)
+    ax.legend(fontsize=6, markerscale=0.8, ncol=2, loc="best")
+    return ax
