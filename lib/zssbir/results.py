@@ -119,6 +119,20 @@ def summary_table(frame: "pd.DataFrame", by: list[str], metrics: list[str] | Non
     """Mean, standard deviation (ddof 1) and number of seeds of each metric, grouped by ``by``."""
     if metrics is not None:
         frame = frame[frame["metric"].isin(metrics)]
-    grouped = frame.groupby(by + ["metric"], dropna=False)["value"]
-    out = grouped.agg(mean="mean", std="std", seeds="count").reset_index()
-    return out.pivot_table(index=by, columns="metric", values=["mean", "std", "seeds"], dropna=False)
+    frame = frame.copy()
+    for col in by:  # fields a procedure does not have (M and K of exact retrieval) group as "-"
+        frame[col] = [("-" if v is None or v != v else (int(v) if isinstance(v, float) and v.is_integer()
+                       and col in ("M", "K", "seed") else v)) for v in frame[col]]
+    grouped = frame.groupby(by + ["metric"])["value"]
+    out = grouped.agg(mean="mean", std="std", seeds="count")
+    return out.unstack("metric")
+
+
+def mean_std_text(table: "pd.DataFrame", digits: int = 4) -> "pd.DataFrame":
+    """``summary_table`` output as 'mean ± std (n)' strings, one column per metric."""
+    import pandas as pd
+
+    metrics = list(dict.fromkeys(table["mean"].columns))
+    text = {m: [f"{mu:.{digits}f} ± {sd:.{digits}f} ({int(n)})" if n > 1 else f"{mu:.{digits}f} (1)"
+                for mu, sd, n in zip(table["mean"][m], table["std"][m], table["seeds"][m])] for m in metrics}
+    return pd.DataFrame(text, index=table.index)
