@@ -101,13 +101,14 @@ def build_backbone(name: str, *, embed_dim: int = 512, pretrained: str | None = 
     return model
 
 
-def backbone_transform(backbone: nn.Module, domain: str, train: bool = False) -> Callable:
-    """The PIL -> tensor transform to feed ``backbone``: its own preprocessing, else build_transform."""
+def backbone_transform(backbone: nn.Module, domain: str, train: bool = False, convention: str | None = None) -> Callable:
+    """The PIL -> tensor transform to feed ``backbone``: its own preprocessing, else build_transform
+    with ``convention`` (default: the backbone's ``transform_convention``)."""
     if getattr(backbone, "preprocess", None) is not None:
         return backbone.preprocess["train" if train else "eval"]
     from zssbir.data.transforms import build_transform
 
-    return build_transform(domain, backbone.image_size, backbone.transform_convention, train=train)
+    return build_transform(domain, backbone.image_size, convention or backbone.transform_convention, train=train)
 
 
 def check_domain(domain: torch.Tensor | None, batch: int, required: bool, who: str) -> torch.Tensor | None:

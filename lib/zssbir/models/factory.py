@@ -6,7 +6,6 @@ from typing import Callable
 from torch import nn
 
 from ..config import TrainConfig
-from ..data.transforms import build_transform
 
 METHODS = ("clusterretri",)
 
@@ -38,11 +37,8 @@ def build_model(config: TrainConfig, n_classes: int) -> nn.Module:
 
 
 def transforms_for(model: nn.Module, config: TrainConfig, train: bool) -> dict[str, Callable]:
-    """{domain: PIL -> tensor}: the backbone's own preprocessing (open_clip) or a named convention."""
-    backbone = model.backbone
-    own = getattr(backbone, "preprocess", None)
-    if own is not None:
-        tf = own["train" if train and config.augment else "eval"]
-        return {"sketch": tf, "photo": tf}
-    size = getattr(backbone, "image_size", config.image_size)
-    return {d: build_transform(d, size, config.transform, train=train and config.augment) for d in ("sketch", "photo")}
+    """{domain: PIL -> tensor}: the backbone's own preprocessing (open_clip), else ``config.transform``."""
+    from .backbones import backbone_transform
+
+    return {d: backbone_transform(model.backbone, d, train=train and config.augment, convention=config.transform)
+            for d in ("sketch", "photo")}
