@@ -1,5 +1,6 @@
 """The papermill pipeline: every notebook of notebooks/pipeline.yml executes with its tiny parameters."""
 import ast
+import html
 import json
 
 import nbformat
@@ -49,7 +50,7 @@ def test_every_notebook_runs_with_tiny_parameters(isolated_dirs):
     assert [r["status"] for r in rows] == ["ok"] * len(STEPS)
     index = (out / "index.html").read_text()
     for step in STEPS:
-        assert f'href="{step.name}.html"' in index
+        assert f'href="{step.name}.html"' in index and html.escape(step.description) in index
         executed = nbformat.read(out / f"{step.name}.ipynb", as_version=4)
         errors = [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors

@@ -94,7 +94,7 @@ def _index_html(rows: list[dict], commit: str | None) -> str:
         link = f'<a href="{html.escape(r["name"])}.html">{html.escape(r["name"])}</a>'
         params = ", ".join(f"{k}={v!r}" for k, v in r["parameters"].items())
         seconds = "-" if r["seconds"] is None else f"{r['seconds']:.1f} s"
-        lines.append(f"<tr><td>{link}</td>{cell(r['notebook'])}{cell(params)}"
+        lines.append(f"<tr><td>{link}</td>{cell(r['description'])}{cell(r['notebook'])}{cell(params)}"
                      f"{cell(r['status'])}{cell(seconds)}</tr>")
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>ZS-SBIR study reports</title>"
@@ -102,7 +102,7 @@ def _index_html(rows: list[dict], commit: str | None) -> str:
         "text-align:left}</style></head><body><h1>ZS-SBIR study: reports</h1>"
         f"<p>Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from commit "
         f"{html.escape(str(commit))} by <code>make reports</code>.</p>"
-        "<table><tr><th>report</th><th>notebook</th><th>parameters</th><th>status</th><th>run time</th></tr>"
+        "<table><tr><th>report</th><th>what it shows</th><th>notebook</th><th>parameters</th><th>status</th><th>run time</th></tr>"
         + "".join(lines) + "</table></body></html>\n")
 
 
@@ -116,7 +116,7 @@ def run_pipeline(pipeline: str | Path | None = None, *, out_dir: str | Path | No
             raise ValueError(f"no pipeline steps named {missing}; known: {[s.name for s in steps]}")
         steps = [s for s in steps if s.name in only]
     out = Path(out_dir) if out_dir else paths.reports_dir()
-    rows = [{"name": s.name, "notebook": s.notebook, "status": "not run", "seconds": None,
+    rows = [{"name": s.name, "notebook": s.notebook, "description": s.description, "status": "not run", "seconds": None,
              "parameters": s.test_parameters if test else s.parameters} for s in steps]
     failure = None
     for step, row in zip(steps, rows):
