@@ -67,3 +67,15 @@ def test_feature_cache_is_keyed_by_content(tiny_photos, monkeypatch, isolated_di
 def test_nan_features_are_refused(tiny_photos):
     with pytest.raises(ValueError, match=r"\d+ of \d+ features are NaN or infinite"):
         features.extract(lambda x, d: torch.full((len(x), 3), float("nan")), tiny_photos)
+
+
+def test_cache_key_is_stable_for_transforms_with_functions(tiny_photos):
+    from zssbir.data.transforms import build_transform
+
+    keys = []
+    for _ in range(2):  # zse_sbir sketches use plain functions and a lambda, whose repr holds an address
+        tiny_photos.transform = build_transform("sketch", 32, "zse_sbir")
+        keys.append(features.cache_key("m", tiny_photos))
+    assert keys[0] == keys[1] and " at 0x" not in keys[0]["transform"]
+    tiny_photos.transform = build_transform("sketch", 32, "sake")
+    assert features.cache_key("m", tiny_photos)["transform"] != keys[0]["transform"]

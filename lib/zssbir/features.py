@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -42,11 +43,17 @@ def code_digest() -> str:
     return h.hexdigest()[:16]
 
 
+def transform_signature(transform) -> str:
+    """``repr`` of a transform without memory addresses (functions and lambdas print them), so the
+    same transform gives the same cache key in every process."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(transform))
+
+
 def cache_key(model_digest: str, dataset) -> dict:
     info = dataset.info
     return {"model": model_digest, "dataset": info.dataset_id, "split": info.split, "domain": info.domain,
             "list_sha256": hashlib.sha256(info.list_path.read_bytes()).hexdigest(),
-            "n": len(dataset), "transform": repr(dataset.transform), "code": code_digest()}
+            "n": len(dataset), "transform": transform_signature(dataset.transform), "code": code_digest()}
 
 
 @torch.no_grad()
