@@ -123,11 +123,12 @@ def validation_score(model, config: TrainConfig, data: dict, device: torch.devic
     from .retrieval import evaluate_features
 
     sketches, photos = data[(split, "sketch")], data[(split, "photo")]
-    encode = model.embed
-    q = extract(encode, sketches, device=device)
-    g = extract(encode, photos, device=device)
-    result = evaluate_features(q, g, sketches.labels, photos.labels, metrics="map@all", ap="voc", average="query")
-    return result["map@all"].value
+    q = extract(model.embed, sketches, device=device)
+    g = extract(model.embed, photos, device=device)
+    conv = SELECTION_METRIC
+    result = evaluate_features(q, g, sketches.labels, photos.labels, metrics=conv["metric"], ap=conv["ap"],
+                               average=conv["average"], ties=conv["ties"])
+    return result[conv["metric"]].value
 
 
 def train(config: TrainConfig, *, run_name: str | None = None, run_dir: str | Path | None = None,
