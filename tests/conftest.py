@@ -44,3 +44,18 @@ def fabricate_sketchy_style(root, seen=("cat", "hot air balloon"), unseen=("tedd
                       ("ptrain", "all_photo_filelist_train.txt"), ("pzero", "all_photo_filelist_zero.txt")]:
         write_list(z / name, lists[key])
     return root
+
+
+def interrupt_forward(monkeypatch, model_cls, at_call: int):
+    """Make ``model_cls.forward`` raise KeyboardInterrupt on its ``at_call``-th call (a killed run);
+    returns a function that restores it."""
+    calls, original = {"n": 0}, model_cls.forward
+
+    def crash(self, batch):
+        calls["n"] += 1
+        if calls["n"] == at_call:
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(model_cls, "forward", crash)
+    return lambda: monkeypatch.setattr(model_cls, "forward", original)

@@ -11,6 +11,8 @@ from zssbir.config import TrainConfig
 from zssbir.models.clusterretri import ClusterRetri
 from zssbir.train import load_trained, train
 
+from conftest import interrupt_forward
+
 TINY = dict(dataset="synthetic_tiny", image_size=32, embed_dim=32, batch_size=12, epochs=2, max_steps_per_epoch=3,
             backbone_params={"width": 32, "depth": 1, "heads": 2, "stem_channels": (8, 16, 32)}, augment=True)
 
@@ -36,19 +38,10 @@ def test_interrupted_run_resumes_to_the_same_weights(isolated_dirs, monkeypatch)
     assert len(full.history) == 2 and (isolated_dirs / "full" / "best.pt").is_file()
     assert all(torch.isfinite(torch.tensor(h["loss_total"])) for h in full.history)
 
-    calls = {"n": 0}
-    original = ClusterRetri.forward
-
-    def crash_in_second_epoch(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 5:  # step 2 of epoch 2
-            raise KeyboardInterrupt
-        return original(self, batch)
-
-    monkeypatch.setattr(ClusterRetri, "forward", crash_in_second_epoch)
+    restore = interrupt_forward(monkeypatch, ClusterRetri, 5)  # step 2 of epoch 2
     with pytest.raises(KeyboardInterrupt):
         train(config, run_dir=isolated_dirs / "cut", progress=False)
-    monkeypatch.setattr(ClusterRetri, "forward", original)
+    restore()
     assert torch.load(isolated_dirs / "cut" / "checkpoint.pt", weights_only=False)["epoch"] == 0
     resumed = train(config, run_dir=isolated_dirs / "cut", progress=False)
     assert [h["epoch"] for h in resumed.history] == [0, 1]

@@ -19,7 +19,12 @@ from .train import TrainResult, default_run_dir, load_trained, train
 
 def run_name(config: TrainConfig, tag: str = "") -> str:
     """A readable, unique-enough run name: method, data set, backbone, key weights, seed."""
-    parts = [config.method, config.dataset, config.backbone.replace(":", "-"), f"lda{config.lambda_da:g}"]
+    parts = [config.method, config.dataset, config.backbone.replace(":", "-")]
+    if config.method == "dmwa":
+        mp = config.method_params
+        parts += [f"w{mp.get('weighting', 'both')}", mp.get("loss", "quadruplet")]
+    else:
+        parts.append(f"lda{config.lambda_da:g}")
     return "_".join(parts + ([tag] if tag else []) + [f"seed{config.seed}"])
 
 
@@ -44,7 +49,34 @@ def load_run(run_dir: str | Path, device: str = "auto"):
     return load_trained(run_dir, device=device)
 
 
-def record(name: str, config: TrainConfig, metrics: dict, *, retrieval: dict, extra: dict | None = None) -> Path:
-    """One results JSON: training parameters + the retrieval procedure; metrics carry their conventions."""
+def record(name: str, config: TrainConfig, metrics: dict, *, retrieval: dict, extra: dict | None = None,
+           label: str | None = None) -> Path:
+    """One results JSON: training parameters + the retrieval procedure (+ a readable row label for the
+    tables); metrics carry their conventions."""
     params = {"train": config.to_dict(), "retrieval": retrieval, "method": config.method, "dataset": config.dataset}
+    if label:
+        params["label"] = label
     return write_results(name, params=params, metrics=metrics, seed=config.seed, extra=extra)
+
+
+def score_and_record(model, config: TrainConfig, name: str, *, preset: str = "clusterretri",
+                     cluster: tuple[int, int, str] | None = None, label: str | None = None,
+                     extra: dict | None = None, device: str = "auto") -> dict[str, Path]:
+    """Score a trained run on the unseen split by exact retrieval and, with ``cluster=(M, K, variant)``,
+    cluster-then-retrieve; write one results JSON per procedure (``<name>__exact``, ``<name>__cluster``)
+    and return their paths by procedure."""
+    from .clustering import evaluate_clustered
+    from .retrieval import evaluate_features
+
+    feats = split_features(model, config, "zero", device=device)
+    (q, ql), (g, gl) = feats["sketch"], feats["photo"]
+    out = {"exact": record(f"{name}__exact", config, evaluate_features(q, g, ql, gl, preset=preset),
+                           retrieval={"kind": "exact", "metric": "cosine"}, extra=extra,
+                           label=label and f"{label}, exact")}
+    if cluster is not None:
+        M, K, variant = cluster
+        out["cluster"] = record(f"{name}__cluster", config,
+                                evaluate_clustered(q, g, ql, gl, M, K, variant=variant, preset=preset), extra=extra,
+                                retrieval={"kind": "cluster", "M": M, "K": K, "variant": variant},
+                                label=label and f"{label}, cluster M={M} K={K} {variant}")
+    return out

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from . import paths
 from .config import TrainConfig
 from .data.datasets import load_split
+from .data.quadruplets import quadruplet_batches
 from .data.samplers import SeededShuffleSampler, make_loader
 from .data.tools import ensure_dataset
 from .models.factory import build_model, transforms_for
@@ -104,6 +105,10 @@ def mixed_batches(data: dict, config: TrainConfig, epoch: int, rank: int, world:
     return steps, iterate()
 
 
+# how each method draws its training batches: (data, config, epoch, rank, world) -> (steps, iterator)
+BATCHES = {"clusterretri": mixed_batches, "dmwa": quadruplet_batches}
+
+
 def default_run_dir(config: TrainConfig, run_name: str | None = None) -> Path:
     name = run_name or f"{config.method}_{config.dataset}_{config.backbone.replace(':', '-')}_seed{config.seed}"
     return paths.runs_dir() / "train" / name
@@ -146,7 +151,7 @@ def train(config: TrainConfig, *, run_name: str | None = None, run_dir: str | Pa
         torch.distributed.barrier()
 
     seen = load_split(config.dataset, "train", "photo", data_root=config.data_root)
-    model = build_model(config, len(seen.class_names)).to(device)
+    model = build_model(config, seen.class_names).to(device)
     train_tf, eval_tf = transforms_for(model, config, train=True), transforms_for(model, config, train=False)
     data = {d: load_split(config.dataset, "train", d, data_root=config.data_root, transform=train_tf[d])
             for d in ("sketch", "photo")}
@@ -179,7 +184,7 @@ def train(config: TrainConfig, *, run_name: str | None = None, run_dir: str | Pa
         for group in optimizer.param_groups:
             group["lr"] = lr
         model.train()
-        steps, batches = mixed_batches(data, config, epoch, rank, world)
+        steps, batches = BATCHES[config.method](data, config, epoch, rank, world)
         sums: dict[str, float] = {}
         t0 = time.perf_counter()
         bar = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress or rank)
@@ -198,7 +203,7 @@ def train(config: TrainConfig, *, run_name: str | None = None, run_dir: str | Pa
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             bar.set_postfix(loss=f"{float(terms['total'].detach()):.3f}")
         record = {"epoch": epoch, "lr": lr, "seconds": time.perf_counter() - t0,
-                  **{f"loss_{k}": v / steps for k, v in sums.items()}}
+                  **{k if k.startswith("stat_") else f"loss_{k}": v / steps for k, v in sums.items()}}
         if rank == 0:
             model.eval()
             record["val_map@all"] = validation_score(model, config, val_data, device, val_split)
@@ -225,8 +230,7 @@ def load_trained(run_dir: str | Path, which: str = "best", device: str = "auto")
         raise FileNotFoundError(f"no {path.name} in {run_dir}: train first (zssbir.train.train) or check the path")
     state = torch.load(path, map_location="cpu", weights_only=False)
     config = TrainConfig.from_dict(state["config"])
-    n_classes = len(load_split(config.dataset, "train", "photo", data_root=config.data_root,
-                               check_files=False).class_names)
-    model = build_model(config, n_classes)
+    seen = load_split(config.dataset, "train", "photo", data_root=config.data_root, check_files=False)
+    model = build_model(config, seen.class_names)
     model.load_state_dict(state["model"])
     return model.to(resolve_device(device)).eval(), config

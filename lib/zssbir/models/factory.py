@@ -1,22 +1,23 @@
 """Build a method's model and its data transforms from a TrainConfig (one place for both)."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 from torch import nn
 
 from ..config import TrainConfig
 
-METHODS = ("clusterretri",)
+METHODS = ("clusterretri", "dmwa")
 
 
-def build_model(config: TrainConfig, n_classes: int) -> nn.Module:
-    """The trainable model of ``config.method``: its ``forward(batch)`` returns the loss terms (with "total") and it has
-    ``embed(images, domains) -> features``."""
+def build_model(config: TrainConfig, class_names: Sequence[str]) -> nn.Module:
+    """The trainable model of ``config.method`` for the seen ``class_names`` (label order): its ``forward(batch)``
+    returns the loss terms (with "total") and it has ``embed(images, domains) -> features``."""
     from .backbones import build_backbone
 
     if config.method not in METHODS:
         raise ValueError(f"unknown method {config.method!r}; known: {METHODS}")
+    n_classes = len(class_names)
     if config.method == "clusterretri":
         from .clusterretri import ClusterRetri
 
@@ -33,6 +34,18 @@ def build_model(config: TrainConfig, n_classes: int) -> nn.Module:
             teacher = build_imagenet_teacher(config.teacher_weights)
         return ClusterRetri(backbone, n_classes, lambda_da=config.lambda_da, lambda_kd=config.lambda_kd,
                             teacher=teacher, kd_temperature=config.kd_temperature)
+    if config.method == "dmwa":
+        from .dmwa import DMWA, DMWAParams, encode_class_texts, text_tower_choice
+
+        params = DMWAParams.from_dict(config.method_params)
+        if config.lambda_da or config.lambda_kd:
+            raise ValueError("lambda_da and lambda_kd are ClusterRetri's; set them to 0 for dmwa "
+                             f"(got lambda_da={config.lambda_da}, lambda_kd={config.lambda_kd})")
+        backbone = build_backbone(config.backbone, embed_dim=config.embed_dim, pretrained=config.pretrained,
+                                  image_size=config.image_size, **config.backbone_params)
+        text_model, text_pretrained = text_tower_choice(config.backbone, config.pretrained, params)
+        texts = encode_class_texts(class_names, text_model, text_pretrained, seed=params.text_seed)
+        return DMWA(backbone, *texts, params=params)
     raise AssertionError("unreachable")
 
 

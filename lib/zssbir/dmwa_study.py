@@ -1,0 +1,90 @@
+"""What the DMWA notebook calls: its ablation grid, the weight list of a trained model on probe pairs,
+and the plots of both. The training and scoring go through ``zssbir.experiment`` like every method."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import TrainConfig
+from .data.datasets import load_split
+from .data.quadruplets import QuadrupletDataset, QuadrupletSampler, stack_quadruplets
+from .models.factory import transforms_for
+
+
+def variant_label(method_params: dict) -> str:
+    """A table row label, e.g. "DMWA (weighting both, quadruplet)"."""
+    return f"DMWA (weighting {method_params.get('weighting', 'both')}, {method_params.get('loss', 'quadruplet')})"
+
+
+def ablation_grid(main: dict, weightings: list[str], loss_forms: list[str]) -> list[dict]:
+    """method_params of every ablation run: the main settings with each weighting (main loss form),
+    then with each loss form (main weighting); duplicates removed, the main settings first."""
+    grid = [dict(main)] + [dict(main, weighting=w) for w in weightings] + [dict(main, loss=f) for f in loss_forms]
+    unique: list[dict] = []
+    for params in grid:
+        if params not in unique:
+            unique.append(params)
+    return unique
+
+
+def probe_weights(model, config: TrainConfig, n: int = 96, seed: int = 0, split: str = "train",
+                  device: str | torch.device = "cpu") -> tuple[pd.DataFrame, QuadrupletDataset]:
+    """The weight list that training would compute on ``n`` quadruplets of ``split`` (eval transforms,
+    one batch, so w has mean 1 over these n pairs). Returns one row per pair (sketch and photo index,
+    class, a_loc, a_glob, w) and the quadruplet dataset, for showing the images."""
+    tf = transforms_for(model, config, train=False)
+    data = {d: load_split(config.dataset, split, d, data_root=config.data_root, transform=tf[d])
+            for d in ("sketch", "photo")}
+    sampler = QuadrupletSampler(data["sketch"].labels, data["sketch"].pair_ids, data["photo"].labels,
+                                data["photo"].pair_ids, seed=seed)
+    quads = sampler.epoch(0)[:n]
+    ds = QuadrupletDataset(data["sketch"], data["photo"], quads)
+    batch = stack_quadruplets(torch.utils.data.default_collate([ds[k] for k in range(len(ds))]))
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    model = model.eval().to(device)
+    weights = {k: v.cpu().numpy() for k, v in model.weigh(batch).items()}
+    names = data["photo"].class_names
+    frame = pd.DataFrame({"sketch": quads[:, 0], "photo": quads[:, 1],
+                          "class": [names[data["photo"].labels[j]] for j in quads[:, 1]],
+                          "paired": [data["sketch"].pair_ids[s] == data["photo"].pair_ids[p] for s, p in quads[:, :2]],
+                          **weights})
+    return frame, ds
+
+
+def plot_weight_history(history: list[dict], title: str = ""):
+    """The weight list over training: per-epoch means of min, max and spread of w, and of a_loc, a_glob."""
+    epochs = [h["epoch"] + 1 for h in history]
+    fig, (ax_w, ax_a) = plt.subplots(1, 2, figsize=(10, 3.2))
+    for key, style in (("stat_w_max", "-"), ("stat_w_min", "-"), ("stat_w_std", "--")):
+        ax_w.plot(epochs, [h.get(key, np.nan) for h in history], style, marker="o", label=key[5:])
+    ax_w.axhline(1.0, color="grey", lw=0.8, ls=":")
+    ax_w.set(xlabel="epoch", title="weight list per batch (epoch means)")
+    for key in ("stat_a_loc", "stat_a_glob"):
+        ax_a.plot(epochs, [h.get(key, np.nan) for h in history], marker="o", label=key[5:])
+    ax_a.set(xlabel="epoch", ylim=(0, 1), title="alignment scores (batch means)")
+    for ax in (ax_w, ax_a):
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_ablation(frame: pd.DataFrame, metric: str = "map@all", ax=None):
+    """Mean and per-seed values of ``metric`` for each row label (frame: label, seed, metric, value)."""
+    sub = frame[frame["metric"] == metric]
+    labels = list(dict.fromkeys(sub["label"]))
+    ax = ax or plt.subplots(figsize=(7, 0.45 * len(labels) + 1.2))[1]
+    for i, label in enumerate(labels):
+        values = sub.loc[sub["label"] == label, "value"].to_numpy()
+        ax.scatter(values, [i] * len(values), color="C0", alpha=0.6, s=18)
+        ax.errorbar(values.mean(), i, xerr=values.std(ddof=1) if len(values) > 1 else 0, fmt="D", color="C3",
+                    capsize=3)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set(xlabel=f"{metric} (dots: seeds; diamond: mean ± std)")
+    ax.figure.tight_layout()
+    return ax.figure
+

@@ -1,0 +1,183 @@
+"""DMWA reconstruction: loss terms on hand-made embeddings, the weight list, the quadruplet sampler, training."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from zssbir import losses
+from zssbir.config import TrainConfig
+from zssbir.data.quadruplets import QuadrupletSampler
+from zssbir.models.dmwa import DMWA, DMWAParams, cross_attention_score, global_score, weight_list
+from zssbir.models.small import build_small
+from zssbir.train import load_trained, train
+
+from conftest import interrupt_forward
+
+E = torch.eye(4)  # unit vectors: cos(e_i, e_j) = 0 for i != j, so cosine distance 1 and euclidean sqrt(2)
+
+
+def test_quadruplet_terms_on_hand_made_embeddings():
+    s, p_pos, p_neg, s_neg = E[[0]], E[[0]], E[[1]], E[[2]]  # perfect positive: d+ = 0, both negatives at 1
+    args = dict(margin_cross=0.3, margin_same=0.5, margin=0.4, distance="cosine")
+    assert losses.quadruplet_hinges(s, p_pos, p_neg, s_neg, form="triplet", **args).item() == 0.0
+    # a positive at distance 1 (orthogonal): each hinge is 1 - 1 + margin
+    bad = E[[3]]
+    assert losses.quadruplet_hinges(s, bad, p_neg, s_neg, form="triplet", **args).item() == pytest.approx(0.3)
+    assert losses.quadruplet_hinges(s, bad, p_neg, s_neg, form="quadruplet", **args).item() == pytest.approx(0.8)
+    # balanced single hinge: d+ - (1 - l) d(s, p-) - l d(s, s-) + m, with the same-domain negative at distance 2
+    opposite = -E[[0]]
+    got = losses.quadruplet_hinges(s, bad, p_neg, opposite, form="balanced", balance=0.25, **args).item()
+    assert got == pytest.approx(max(0.0, 1 - 0.75 * 1 - 0.25 * 2 + 0.4))
+    # euclidean distance of unit vectors: sqrt(2) between orthogonal ones
+    d = losses.pair_distance(E[[0]], E[[1]], "euclidean").item()
+    assert d == pytest.approx(math.sqrt(2))
+    # the symmetric term adds the photo-anchor hinges: anchor p+, negatives s- (cross) and p- (same)
+    one = losses.weighted_quadruplet(s, bad, p_neg, s_neg, form="quadruplet", **args)
+    both = losses.weighted_quadruplet(s, bad, p_neg, s_neg, symmetric=True, form="quadruplet", **args)
+    photo_anchor = losses.quadruplet_hinges(bad, s, s_neg, p_neg, form="quadruplet", **args)
+    assert both.item() == pytest.approx(one.item() + photo_anchor.item())
+
+
+def test_weighted_loss_uses_the_weights_without_their_gradient():
+    torch.manual_seed(0)
+    emb = [torch.randn(6, 8, requires_grad=True) for _ in range(4)]
+    w = torch.linspace(0.5, 1.5, 6)
+    per = losses.quadruplet_hinges(*emb)
+    assert losses.weighted_quadruplet(*emb, w).item() == pytest.approx((w * per).mean().item())
+    with pytest.raises(ValueError, match="one per anchor"):
+        losses.weighted_quadruplet(*emb, torch.ones(5))
+    with pytest.raises(ValueError, match="form must be one of"):
+        losses.quadruplet_hinges(*emb, form="quintuplet")
+
+
+def test_weight_list_has_mean_one_and_prefers_aligned_pairs():
+    a_loc = torch.tensor([0.9, 0.5, 0.1, 0.7])
+    a_glob = torch.tensor([0.2, 0.4, 0.6, 0.8])
+    for beta in (0.0, 0.5, 1.0):
+        w = weight_list(a_loc, a_glob, beta, tau=0.2)
+        assert w.mean().item() == pytest.approx(1.0) and (w > 0).all()
+    assert torch.argsort(weight_list(a_loc, a_glob, 1.0, 0.2)).tolist() == torch.argsort(a_loc).tolist()
+    assert torch.argsort(weight_list(a_loc, a_glob, 0.0, 0.2)).tolist() == torch.argsort(a_glob).tolist()
+    assert torch.equal(weight_list(a_loc, a_glob, None, 0.2), torch.ones(4))
+    # a smaller temperature makes the list more uneven
+    assert weight_list(a_loc, a_glob, 0.5, 0.05).std() > weight_list(a_loc, a_glob, 0.5, 1.0).std()
+
+
+def test_aggregation_blocks():
+    tokens = torch.randn(3, 5, 16)
+    same = cross_attention_score(tokens, tokens, temperature=0.01)
+    assert torch.allclose(same, torch.ones(3), atol=1e-3)  # every token finds itself
+    other = cross_attention_score(tokens, torch.randn(3, 7, 16))
+    assert ((other >= 0) & (other <= 1)).all() and (other < same).all()
+    g = torch.randn(4, 8)
+    assert torch.allclose(global_score(g, g, g, g, "text"), torch.ones(4))
+    assert torch.allclose(global_score(g, -g, g, g, "pair"), torch.zeros(4), atol=1e-6)
+    with pytest.raises(ValueError, match="global_score must be one of"):
+        global_score(g, g, g, g, "both")
+
+
+def small_dmwa(**params):
+    backbone = build_small(embed_dim=16, image_size=32, width=16, depth=1, heads=2, stem_channels=(8, 16))
+    torch.manual_seed(0)
+    return DMWA(backbone, torch.randn(3, 12), torch.randn(3, 12), DMWAParams(**params))
+
+
+def quad_batch(p=4, size=32):
+    torch.manual_seed(1)
+    labels = torch.tensor([0, 1, 2, 0][:p])
+    neg = (labels + 1) % 3
+    return {"image": torch.randn(4 * p, 3, size, size), "label": torch.cat([labels, labels, neg, neg]),
+            "domain": torch.tensor([0] * p + [1] * p + [1] * p + [0] * p)}
+
+
+def test_model_weights_have_mean_one_and_no_gradient():
+    model = small_dmwa(weighting="both", local_text=True, tau=0.05)
+    batch = quad_batch()
+    weights = model.weigh(batch)
+    assert weights["w"].mean().item() == pytest.approx(1.0, abs=1e-5) and weights["w"].grad_fn is None
+    terms = model(batch)
+    assert {"quad", "cls", "total", "stat_w_std"} <= set(terms) and terms["total"].requires_grad
+    terms["total"].backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert grads["text_proj.weight"] is not None and grads["backbone.proj.weight"] is not None
+    # the weights are constants of the loss: the same loss with w given explicitly has the same gradient
+    model.zero_grad()
+    out, emb, _, _ = model._parts(batch)
+    loss = losses.weighted_quadruplet(emb["sketch"], emb["photo"], emb["neg_photo"], emb["neg_sketch"],
+                                      weights["w"].clone())
+    loss.backward()
+    explicit = model.backbone.proj.weight.grad.clone()
+    model.zero_grad()
+    model.params.lambda_cls = 0.0
+    model(batch)["total"].backward()
+    assert torch.allclose(model.backbone.proj.weight.grad, explicit, atol=1e-6)
+
+
+def test_none_weighting_is_the_plain_loss():
+    model = small_dmwa(weighting="none")
+    assert torch.equal(model.weigh(quad_batch())["w"], torch.ones(4))
+
+
+def test_params_are_checked():
+    with pytest.raises(ValueError, match=r"unknown DMWA method_params \['weights'\]"):
+        DMWAParams.from_dict({"weights": "both"})
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        DMWAParams(weighting="some")
+    with pytest.raises(ValueError, match="tau must be > 0"):
+        DMWAParams(tau=0)
+    with pytest.raises(ValueError, match="4 equal parts"):
+        small_dmwa()(dict(quad_batch(), image=torch.randn(7, 3, 32, 32)))
+
+
+def test_quadruplet_sampler_pairs_and_negatives():
+    # 3 classes x 2 photos; sketches name their photo (two per photo) except class 2's, which are unpaired
+    photo_labels = [0, 0, 1, 1, 2, 2]
+    photo_ids = ["a0", "a1", "b0", "b1", "c0", "c1"]
+    sketch_labels = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
+    sketch_pairs = ["a0", "a0", "a1", "a1", "b0", "b0", "b1", "b1", "", ""]
+    sampler = QuadrupletSampler(sketch_labels, sketch_pairs, photo_labels, photo_ids, seed=5)
+    quads = sampler.epoch(0)
+    assert sorted(quads[:, 1].tolist()) == list(range(6))  # every photo once as the positive
+    sl, pl = np.asarray(sketch_labels), np.asarray(photo_labels)
+    for s, p, pn, sn in quads:
+        assert sl[s] == pl[p] and pl[pn] != pl[p] and sl[sn] != pl[p]
+        if sketch_pairs[s]:
+            assert sketch_pairs[s] == photo_ids[p]  # the paired sketch of its photo
+    assert sampler.paired_fraction == pytest.approx(4 / 6)
+    assert np.array_equal(quads, QuadrupletSampler(sketch_labels, sketch_pairs, photo_labels, photo_ids, 5).epoch(0))
+    assert not np.array_equal(quads, sampler.epoch(1))
+    ranks = [QuadrupletSampler(sketch_labels, sketch_pairs, photo_labels, photo_ids, 5, num_replicas=2, rank=r).epoch(0)
+             for r in (0, 1)]
+    assert sorted(np.concatenate(ranks)[:, 1].tolist()) == list(range(6))
+    with pytest.raises(ValueError, match="no sketches"):
+        QuadrupletSampler([0], [""], [0, 1], ["x", "y"], seed=0)
+
+
+TINY = dict(method="dmwa", lambda_da=0.0, dataset="synthetic_tiny", image_size=32, embed_dim=32, batch_size=16,
+            epochs=2, max_steps_per_epoch=3,
+            backbone_params={"width": 32, "depth": 1, "heads": 2, "stem_channels": (8, 16, 32)})
+
+
+def test_dmwa_trains_resumes_and_reloads_through_the_shared_loop(isolated_dirs, monkeypatch):
+    config = TrainConfig(**TINY, method_params={"weighting": "both", "local_text": True})
+    full = train(config, run_dir=isolated_dirs / "full", progress=False)
+    assert len(full.history) == 2 and all(np.isfinite(h["loss_quad"]) for h in full.history)
+    assert {"stat_w_std", "stat_a_loc", "stat_a_glob", "val_map@all"} <= set(full.history[0])
+
+    restore = interrupt_forward(monkeypatch, DMWA, 5)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, run_dir=isolated_dirs / "cut", progress=False)
+    restore()
+    resumed = train(config, run_dir=isolated_dirs / "cut", progress=False)
+    a, b = resumed.model.state_dict(), full.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    model, loaded = load_trained(isolated_dirs / "full", which="last")
+    assert loaded.method == "dmwa" and isinstance(model, DMWA)
+    assert torch.equal(model.text_sketch, full.model.text_sketch)
+
+
+def test_dmwa_refuses_clusterretri_options(isolated_dirs):
+    with pytest.raises(ValueError, match="lambda_da and lambda_kd are ClusterRetri's"):
+        train(TrainConfig(**{**TINY, "lambda_da": 0.1}), run_dir=isolated_dirs / "x", progress=False)
