@@ -100,7 +100,7 @@ def extract(archive: Path, dest: Path) -> Path:
                 _safe_member(tmp, m.name)
                 if not (m.isfile() or m.isdir()):
                     raise ValueError(f"refusing to extract {m.name!r} from {archive}: links and devices are not allowed")
-            tf.extractall(tmp, members=members)
+            tf.extractall(tmp, members=members, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     else:
         raise ValueError(f"{archive} is neither a zip nor a tar archive")
     if dest.exists():

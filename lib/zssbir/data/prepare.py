@@ -1,7 +1,7 @@
 """`zssbir data prepare`: arrange a downloaded benchmark under ``<data_root>/<folder>`` and write its file lists.
 
-Sources (``--source``, any number) are archives (zip/tar, unpacked into ``<root>/_extracted/<name>/`` with
-checked paths) or folders. The layout folders found in them (``layouts.py``) are symlinked into the root and
+Sources (``--source``, any number) are archives (zip/tar, unpacked once into ``<data_root>/_extracted/<name>/``
+with checked paths, shared by the benchmarks one archive serves) or folders. The layout folders found in them (``layouts.py``) are symlinked into the root and
 published list folders are copied: the user's files are never moved, changed or deleted. Then the lists:
   (a) published SAKE/ZSE-SBIR lists already in ``<root>/<list_dir>`` are kept and checked against the split
       files; a published set without a val list (ZSE-SBIR QuickDraw) gets one held out of its train list, the
@@ -52,7 +52,7 @@ def _arrange(bench: Benchmark, root: Path, sources: list[Path], notes: list[str]
     for src in sources:
         if not src.exists():
             raise FileNotFoundError(f"--source {src} does not exist")
-        folders.append(extract(src, root / "_extracted" / src.name.split(".")[0]) if src.is_file() else src)
+        folders.append(extract(src, root.parent / "_extracted" / src.name.split(".")[0]) if src.is_file() else src)
     for role in roles:
         if find_roles(root, (role,)):  # already in place (or linked with an earlier role's folder)
             continue
