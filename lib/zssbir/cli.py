@@ -13,6 +13,39 @@ def _cmd_data_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_classes(args: argparse.Namespace):
+    from .data.splits import load_split_classes
+
+    return load_split_classes(args.dataset, args.splits_dir) if args.splits_dir else None
+
+
+def _cmd_data_prepare(args: argparse.Namespace) -> int:
+    from .data.prepare import prepare
+
+    print(prepare(args.dataset, args.source or [], data_root=args.data_root, classes=_split_classes(args)).text())
+    return 0
+
+
+def _cmd_data_verify(args: argparse.Namespace) -> int:
+    from .data.verify import verify
+
+    report = verify(args.dataset, data_root=args.data_root, classes=_split_classes(args), decode=not args.no_decode,
+                    progress=not args.quiet)
+    print(report.text())
+    return 0 if report.ok else 1
+
+
+def _cmd_data_download(args: argparse.Namespace) -> int:
+    from .data.download import download
+
+    files = download(args.dataset, data_root=args.data_root, urls=args.url, base_url=args.base_url,
+                     progress=not args.quiet)
+    print("\n".join(f"downloaded {f}" for f in files))
+    if not args.no_prepare:
+        return _cmd_data_prepare(argparse.Namespace(**{**vars(args), "source": [str(f) for f in files]}))
+    return 0
+
+
 def _cmd_reports(args: argparse.Namespace) -> int:
     from .pipeline import run_pipeline
 
@@ -55,6 +88,26 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("dataset")
     gen.add_argument("--data-root", default=None, help="folder holding the data sets (default: ZSSBIR_DATA)")
     gen.set_defaults(func=_cmd_data_generate)
+    real = "a real benchmark: sketchy_ext_split1, sketchy_ext_split2, tuberlin_ext, quickdraw_ext"
+    for name, func, what in (("prepare", _cmd_data_prepare, "arrange a downloaded benchmark and write its file lists"),
+                             ("verify", _cmd_data_verify, "check counts, classes and images of a prepared benchmark"),
+                             ("download", _cmd_data_download, "fetch a benchmark's archives (resumable) and prepare it")):
+        cmd = data.add_parser(name, help=what)
+        cmd.add_argument("dataset", help=real)
+        cmd.add_argument("--data-root", default=None, help="folder holding the data sets (default: ZSSBIR_DATA)")
+        cmd.add_argument("--splits-dir", default=None,
+                         help="folder of <dataset>/{seen,unseen}.txt (default: data/splits)")
+        cmd.add_argument("--quiet", action="store_true", help="no progress bars")
+        cmd.set_defaults(func=func)
+        if name in ("prepare", "download"):
+            cmd.add_argument("--source", action="append", help="archive (zip/tar) or unpacked folder; repeatable")
+        if name == "verify":
+            cmd.add_argument("--no-decode", action="store_true", help="check that files exist, do not decode images")
+        if name == "download":
+            cmd.add_argument("--url", action="append", help="download from this URL instead (repeatable)")
+            cmd.add_argument("--base-url", default=None,
+                             help="fetch the same file names from this folder URL (a mirror)")
+            cmd.add_argument("--no-prepare", action="store_true", help="only download, do not prepare")
 
     tr = sub.add_parser("train", help="train a method (resumes from the run's checkpoint; works under torchrun)")
     tr.add_argument("--config", default=None, help="YAML file of TrainConfig parameters")

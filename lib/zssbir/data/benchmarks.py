@@ -5,6 +5,9 @@ one included, so the same Dataset code serves all of them. Splits:
   train        seen-class sketches and photos (training)
   val          held-out sketches of SEEN classes against the seen-class photos (model selection)
   zero         unseen-class sketches (queries) against unseen-class photos (gallery): the test
+
+The real benchmarks (Sketchy-Ext split 1 and 2, TU-Berlin-Ext, QuickDraw-Ext) get their lists from
+`zssbir data prepare` (``prepare.py``); their class lists are the committed split files (``splits.py``).
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ class Benchmark:
     generator: dict | None = None  # SyntheticConfig arguments for procedural data sets; None for real ones
     class_files: dict[str, str] = field(default_factory=lambda: {"seen": "cname_cid.txt",
                                                                  "unseen": "cname_cid_zero.txt"})
+    # published sizes, {(domain, split): (count, "listed" | "unique")}; split "all" = every split; verify compares
+    expected: dict[tuple[str, str], tuple[int, str]] = field(default_factory=dict)
 
     def root(self, data_root: str | Path | None = None) -> Path:
         return Path(data_root) / self.folder if data_root is not None else paths.data_dir() / self.folder
@@ -76,6 +81,46 @@ BENCHMARKS: dict[str, Benchmark] = {
         **_SKETCHY_STYLE_LISTS,
     ),
 }
+
+
+
+def _real(dataset_id: str, folder: str, list_dir: str, sources: str, expected: dict, lists: dict, what: str) -> Benchmark:
+    how = (f"`zssbir data download {dataset_id}` (fetches {sources}), or fetch the archives by hand and run "
+           f"`zssbir data prepare {dataset_id} --source <archive or folder>`; then `zssbir data verify {dataset_id}`. "
+           f"README.md, section 'Real benchmarks', says where each archive comes from")
+    return Benchmark(id=dataset_id, folder=folder, list_dir=list_dir, how_to_get=how, description=what,
+                     expected=expected, **lists)
+
+
+_SAKE_ZIP = "the SAKE repack cs.jhu.edu/~qliu24/ZSSBIR/dataset.zip"
+_SKETCHY_ALL = {("sketch", "all"): (75_481, "listed"), ("photo", "all"): (73_002, "unique")}
+BENCHMARKS.update({
+    "sketchy_ext_split1": _real(
+        "sketchy_ext_split1", "Sketchy", "zeroshot1", _SAKE_ZIP,
+        {**_SKETCHY_ALL, ("sketch", "zero"): (15_229, "listed"), ("photo", "zero"): (14_601, "unique")},
+        _SKETCHY_STYLE_LISTS, "Sketchy Extended, split 1: 25 unseen classes (SAKE zeroshot1)"),
+    "sketchy_ext_split2": _real(
+        "sketchy_ext_split2", "Sketchy", "zeroshot2", _SAKE_ZIP,
+        {**_SKETCHY_ALL, ("sketch", "zero"): (12_694, "listed"), ("photo", "zero"): (12_553, "listed")},
+        _SKETCHY_STYLE_LISTS, "Sketchy Extended, split 2: 21 unseen classes not in ImageNet-1k (Yelamarthi et al.)"),
+    "tuberlin_ext": _real(
+        "tuberlin_ext", "TUBerlin", "zeroshot", f"{_SAKE_ZIP} and the TU-Berlin sketches_png.zip",
+        {("sketch", "all"): (20_000, "listed"), ("photo", "all"): (204_489, "unique"),
+         ("sketch", "zero"): (2_400, "listed"), ("photo", "zero"): (27_989, "unique")},
+        dict(sketch_lists={s: f"png_ready_filelist_{f}.txt" for s, f in (("train", "train"), ("val", "test"),
+                                                                         ("zero", "zero"))},
+             photo_lists={s: f"ImageResized_ready_filelist_{f}.txt" for s, f in (("train", "train"),
+                                                                                 ("val", "train"), ("zero", "zero"))}),
+        "TU-Berlin Extended: 30 unseen classes (SAKE list)"),
+    "quickdraw_ext": _real(
+        "quickdraw_ext", "QuickDraw", "zeroshot", "QuickDraw_sketches_final.zip and QuickDraw_images_final.zip "
+        "from datasets.cvc.uab.es/QuickDraw",
+        {("sketch", "all"): (330_000, "listed"), ("photo", "all"): (204_000, "unique"),
+         ("sketch", "zero"): (92_291, "listed"), ("photo", "zero"): (54_151, "unique")},
+        dict(sketch_lists={"train": "sketch_train.txt", "val": "sketch_test.txt", "zero": "sketch_zero.txt"},
+             photo_lists={"train": "all_photo_train.txt", "val": "all_photo_train.txt", "zero": "all_photo_zero.txt"}),
+        "QuickDraw Extended: 30 unseen classes (ZSE-SBIR and Doodle2Search)"),
+})
 
 
 def get_benchmark(dataset_id: str) -> Benchmark:

@@ -10,6 +10,7 @@ An item is a dict:
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,13 +19,24 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from .benchmarks import Benchmark, get_benchmark
-from .lists import Entry, paired_photo_id, read_class_ids, read_list
+from .lists import Entry, drop_duplicates, paired_photo_id, read_class_ids, read_list
 
 DOMAIN_IDS = {"sketch": 0, "photo": 1}
+DUPLICATES = ("drop", "keep")  # photo-list convention: one entry per (class, file name), or as published
+SHOWN_MISSING = 10  # missing files named in an error message (the count is always given)
+log = logging.getLogger(__name__)
 
 
 class MissingDataError(FileNotFoundError):
     """Data that a benchmark needs is not on disk; the message says what, where and how to get it."""
+
+
+def missing_data_message(bench: Benchmark, headline: str, missing: list[str], looked_in: Path) -> str:
+    """The headline, the first missing items and their count, where they were looked for, how to get them."""
+    shown = "\n  ".join(str(m) for m in missing[:SHOWN_MISSING])
+    more = f"\n  ... and {len(missing) - SHOWN_MISSING} more" if len(missing) > SHOWN_MISSING else ""
+    return (f"data set {bench.id!r}: {headline} (looked under {looked_in}):\n  {shown}{more}\n"
+            f"To get it: {bench.how_to_get}")
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,8 @@ class SplitInfo:
     list_path: Path
     class_path: Path
     class_names: tuple[str, ...]  # index = label
+    duplicates: str = "drop"
+    duplicates_dropped: int = 0  # photo-list entries dropped as repeats of a (class, file name)
 
 
 class ListDataset(Dataset):
@@ -89,34 +103,49 @@ def _check_entries(bench: Benchmark, info: SplitInfo, entries: list[Entry], chec
         raise ValueError(f"{info.list_path} has labels {bad[:10]} outside 0..{n_classes - 1} of its class-id file "
                          f"{info.class_path}: the list and the class file disagree; "
                          f"re-create the lists (`zssbir data prepare {bench.id}`)")
+    empty = sorted(set(range(n_classes)) - {e.label for e in entries})
+    if empty and info.split != "val":  # a tiny class may have no held-out sketch; train and zero need every class
+        raise MissingDataError(missing_data_message(
+            bench, f"{len(empty)} classes of {info.class_path} have no {info.domain} in {info.list_path}",
+            [info.class_names[c] for c in empty], info.root))
     if check_files:
         missing = [e.path for e in entries if not (info.root / e.path).is_file()]
         if missing:
-            shown = "\n  ".join(missing[:5])
-            raise MissingDataError(
-                f"{len(missing)} of {len(entries)} files listed in {info.list_path} are missing under {info.root}, "
-                f"e.g.\n  {shown}\nTo get them: {bench.how_to_get}")
+            raise MissingDataError(missing_data_message(
+                bench, f"{len(missing)} of {len(entries)} files listed in {info.list_path} are missing",
+                missing, info.root)
+                + f"\nRun `zssbir data verify {bench.id}` for a full report.")
 
 
 def load_split(dataset_id: str, split: str, domain: str, *, data_root: str | Path | None = None,
-               transform: Callable | None = None, check_files: bool = True) -> ListDataset:
+               transform: Callable | None = None, check_files: bool = True, duplicates: str = "drop") -> ListDataset:
     """The Dataset of one benchmark split and domain ('train', 'val' or 'zero'; 'sketch' or 'photo').
 
-    Fails early, before any DataLoader runs, if the lists or the files they name are missing.
+    Fails early, before any DataLoader runs, if the lists or the files they name are missing (the file check
+    is a cheap existence test; ``check_files=False`` skips it; decoding every image is `zssbir data verify`).
+    ``duplicates``: "drop" keeps one photo per (class, file name) (SAKE's Sketchy lists name the originals
+    twice), "keep" reads the list as published; the number dropped is in ``info.duplicates_dropped``.
     """
     bench = get_benchmark(dataset_id)
     if domain not in DOMAIN_IDS:
         raise ValueError(f"unknown domain {domain!r}; expected one of {sorted(DOMAIN_IDS)}")
+    if duplicates not in DUPLICATES:
+        raise ValueError(f"duplicates must be one of {DUPLICATES}, got {duplicates!r}")
     root = bench.root(data_root)
     list_path = bench.list_path(domain, split, data_root)
     class_path = bench.class_file(split, data_root)
-    for needed in (list_path, class_path):
-        if not needed.is_file():
-            raise MissingDataError(f"data set {dataset_id!r} is not ready: {needed} does not exist "
-                                   f"(looked under {root}). To get it: {bench.how_to_get}")
+    missing = [str(p) for p in (list_path, class_path) if not p.is_file()]
+    if missing:
+        raise MissingDataError(missing_data_message(bench, f"not ready: {len(missing)} list files are missing",
+                                                    missing, root))
     class_ids = read_class_ids(class_path)
     names = tuple(sorted(class_ids, key=class_ids.__getitem__))
-    info = SplitInfo(dataset_id, split, domain, root, list_path, class_path, names)
     entries = read_list(list_path)
+    dropped = 0
+    if domain == "photo" and duplicates == "drop":
+        entries, dropped = drop_duplicates(entries)
+        if dropped:
+            log.info("%s %s photos: dropped %d duplicate entries of %s", dataset_id, split, dropped, list_path)
+    info = SplitInfo(dataset_id, split, domain, root, list_path, class_path, names, duplicates, dropped)
     _check_entries(bench, info, entries, check_files)
     return ListDataset(info, entries, transform)

@@ -83,3 +83,19 @@ def paired_photo_id(sketch_path: str) -> str | None:
     stem = Path(sketch_path).stem
     match = _SKETCH_NAME.match(stem)
     return match.group("photo") if match else None
+
+
+def drop_duplicates(entries: list[Entry]) -> tuple[list[Entry], int]:
+    """Keep the first entry of each (label, file name); return the kept entries and how many were dropped.
+
+    SAKE's Sketchy photo lists name the 12,500 originals twice (``256x256/photo/...`` and
+    ``EXTEND_image_sketchy_ready/...``): the same photo of the same class under two folders.
+    """
+    seen: set[tuple[int, str]] = set()
+    kept = []
+    for e in entries:
+        key = (e.label, e.path.rsplit("/", 1)[-1])
+        if key not in seen:
+            seen.add(key)
+            kept.append(e)
+    return kept, len(entries) - len(kept)
