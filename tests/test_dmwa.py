@@ -181,3 +181,39 @@ def test_dmwa_trains_resumes_and_reloads_through_the_shared_loop(isolated_dirs, 
 def test_dmwa_refuses_clusterretri_options(isolated_dirs):
     with pytest.raises(ValueError, match="lambda_da and lambda_kd are ClusterRetri's"):
         train(TrainConfig(**{**TINY, "lambda_da": 0.1}), run_dir=isolated_dirs / "x", progress=False)
+
+
+def test_clip_backbone_with_text_tower_from_one_checkpoint(tmp_path):
+    """DMWA on an open_clip tower: image and text towers load from the same local checkpoint."""
+    import open_clip
+
+    from zssbir.models.clip_towers import register_tiny_clip
+    from zssbir.models.factory import build_model
+
+    name = register_tiny_clip()
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny_clip.pt"
+    torch.save(open_clip.create_model(name).state_dict(), ckpt)
+    config = TrainConfig(method="dmwa", lambda_da=0.0, backbone=f"clip:{name}", pretrained=str(ckpt), embed_dim=16, image_size=32,
+                         method_params={"local_text": True, "weighting": "both"})
+    model = build_model(config, ["cat", "hot air balloon", "teddy_bear"])
+    reference = open_clip.create_model(name, pretrained=str(ckpt))
+    tokens = open_clip.get_tokenizer(name)(["a photo of a hot air balloon"])
+    with torch.no_grad():
+        assert torch.allclose(model.text_photo[1], reference.encode_text(tokens)[0], atol=1e-5)
+    batch = quad_batch(size=32)
+    assert model.weigh(batch)["w"].mean().item() == pytest.approx(1.0, abs=1e-5)
+    assert torch.isfinite(model(batch)["total"])
+
+
+def test_dmwa_parameter_files_are_valid():
+    from pathlib import Path
+
+    from zssbir.data.benchmarks import BENCHMARKS
+
+    files = sorted(Path(__file__).parents[1].glob("configs/dmwa/*.yaml"))
+    assert len(files) == 4
+    for f in files:
+        config = TrainConfig.from_yaml(f)
+        assert config.method == "dmwa" and config.dataset in BENCHMARKS and f.stem == config.dataset
+        DMWAParams.from_dict(config.method_params)
