@@ -73,3 +73,16 @@ def test_plot_has_one_panel_per_metric(problem):
     frame = cs.convention_study([cs.exact_scores(*problem), cs.cluster_scores(*problem)], tie_seeds=2)
     fig = cs.plot_deltas(frame, ("map@all", "prec@100"))
     assert len(fig.axes) == 2
+
+
+def test_pick_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZSSBIR_RUNS", str(tmp_path))
+    def rec(name, lda, seed, run_dir=None):
+        return {"name": name, "seed": seed, "extra": {"run_dir": run_dir} if run_dir else {},
+                "params": {"method": "clusterretri", "dataset": "d", "train": {"lambda_da": lda}}}
+    records = [rec("b_lda0.1_seed1__exact", 0.1, 1), rec("a_lda0_seed0__exact", 0.0, 0),
+               rec("c_lda0.1_seed0__cluster", 0.1, 0, run_dir=str(tmp_path))]
+    assert cs.pick_run(records, "d") == ("c_lda0.1_seed0", tmp_path)
+    assert cs.pick_run(records, "d", "a_lda0_seed0") == ("a_lda0_seed0", tmp_path / "train" / "a_lda0_seed0")
+    with pytest.raises(ValueError, match="no run 'x' on d.*a_lda0_seed0"):
+        cs.pick_run(records, "d", "x")

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from . import paths
 from .clustering import DEFAULT_SEED, ClusterIndex
 from .metrics import (AP_FLAVOURS, AVERAGES, DEFAULT_METRICS, MAP_K_DENOMINATORS, PREC_K_DENOMINATORS, PRESETS,
                       evaluate, parse_metric)
@@ -75,6 +77,30 @@ def matrix_scores(scores, query_labels, gallery_labels, *, name: str = "scores",
                         secondary=secondary if ties == "secondary" else None, higher_is_better=higher_is_better,
                         **convention)
     return Scores(name, score, has_secondary=secondary is not None)
+
+
+def pick_run(records: list[dict], dataset: str, run: str = "") -> tuple[str, Path]:
+    """(run name, run folder) of the run whose features to study: the results files' run named ``run``
+    (the part of a results name before '__'), or by default the first ClusterRetri L_DA 0.1 seed 0 run
+    of ``dataset``. The folder is the file's ``extra.run_dir``, else ``<runs>/train/<run name>``."""
+    def wanted(r) -> bool:
+        p = r.get("params", {})
+        if p.get("dataset") != dataset:
+            return False
+        if run:
+            return r["name"].split("__")[0] == run
+        return p.get("method") == "clusterretri" and p.get("train", {}).get("lambda_da") == 0.1 and r["seed"] == 0
+
+    found = sorted((r for r in records if wanted(r)), key=lambda r: r["name"])
+    if not found:
+        runs = sorted({r["name"].split("__")[0] for r in records if r.get("params", {}).get("dataset") == dataset})
+        what = f"run {run!r}" if run else "ClusterRetri run with L_DA 0.1 and seed 0"
+        raise ValueError(f"no {what} on {dataset} in the results files; runs found: {runs}. "
+                         "Pass one of them, or run notebooks/01_train.ipynb first.")
+    name = found[0]["name"].split("__")[0]
+    stored = found[0].get("extra", {}).get("run_dir")
+    folder = Path(stored) if stored and Path(stored).is_dir() else paths.runs_dir() / "train" / name
+    return name, folder
 
 
 def variations(reference: str = "clusterretri", tie_seeds: int = 5, secondary: bool = True) -> list[dict]:

@@ -108,7 +108,8 @@ def study_table(frame: pd.DataFrame, dataset: str, metrics=DEFAULT_METRICS, digi
     is each column's metric convention."""
     part = for_dataset(frame, dataset, metrics)
     if part.empty:
-        raise ValueError(f"no results for data set {dataset!r}; results exist for {sorted(frame['dataset'].unique())}")
+        raise ValueError(f"no results for data set {dataset!r} (results exist for "
+                         f"{sorted(frame['dataset'].dropna().unique())}); notebooks/01_train.ipynb writes them")
     rows = list(dict.fromkeys(part["row"]))
     text = mean_std_text(summary_table(part, ["row"]), digits=digits, unit="seed").reindex(rows)
     text = text[[m for m in metrics if m in text.columns]]
