@@ -96,7 +96,8 @@ def load_results(source: str | Path) -> list[dict]:
 
 
 def results_frame(records: list[dict]) -> "pd.DataFrame":
-    """One row per (results file, metric): run parameters, retrieval procedure, value and convention."""
+    """One row per (results file, metric): run parameters (``label``: the optional ``params["label"]``),
+    retrieval procedure, value, tie policy and convention."""
     import pandas as pd
 
     rows = []
@@ -106,10 +107,12 @@ def results_frame(records: list[dict]) -> "pd.DataFrame":
         retrieval = params.get("retrieval", {})
         for metric, m in r["metrics"].items():
             conv = m["convention"]
-            rows.append({"name": r["name"], "method": params.get("method"), "dataset": params.get("dataset"),
+            rows.append({"name": r["name"], "label": params.get("label"), "method": params.get("method"),
+                         "dataset": params.get("dataset"),
                          "backbone": train.get("backbone"), "lambda_da": train.get("lambda_da"), "seed": r["seed"],
                          "retrieval": retrieval.get("kind"), "M": retrieval.get("M"), "K": retrieval.get("K"),
                          "variant": retrieval.get("variant"), "metric": metric, "value": m["value"],
+                         "ties": conv.get("ties"),
                          "convention": ", ".join(f"{k}={conv[k]}" for k in ("ap", "map_k_denominator",
                                                  "prec_k_denominator", "average", "ties") if conv.get(k) is not None)})
     return pd.DataFrame(rows)
@@ -128,11 +131,18 @@ def summary_table(frame: "pd.DataFrame", by: list[str], metrics: list[str] | Non
     return out.unstack("metric")
 
 
-def mean_std_text(table: "pd.DataFrame", digits: int = 4) -> "pd.DataFrame":
-    """``summary_table`` output as 'mean ± std (n)' strings, one column per metric."""
+def mean_std_text(table: "pd.DataFrame", digits: int = 4, unit: str = "") -> "pd.DataFrame":
+    """``summary_table`` output as 'mean ± std (n)' strings, one column per metric; ``unit="seed"``
+    gives 'mean ± std (n seeds)'. Rows without a value for a metric get '-'."""
     import pandas as pd
 
+    def cell(mu, sd, n) -> str:
+        if not n or n != n:
+            return "-"
+        count = f"({int(n)} {unit}{'s' if n != 1 else ''})" if unit else f"({int(n)})"
+        return f"{mu:.{digits}f} ± {sd:.{digits}f} {count}" if n > 1 else f"{mu:.{digits}f} {count}"
+
     metrics = list(dict.fromkeys(table["mean"].columns))
-    text = {m: [f"{mu:.{digits}f} ± {sd:.{digits}f} ({int(n)})" if n > 1 else f"{mu:.{digits}f} (1)"
-                for mu, sd, n in zip(table["mean"][m], table["std"][m], table["seeds"][m])] for m in metrics}
+    text = {m: [cell(mu, sd, n) for mu, sd, n in zip(table["mean"][m], table["std"][m], table["seeds"][m])]
+            for m in metrics}
     return pd.DataFrame(text, index=table.index)
