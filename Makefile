@@ -23,7 +23,7 @@ data: setup ## generate the embedded synthetic benchmark into data/datasets/synt
 	$(PY) -m zssbir.cli data generate synthetic
 
 reports: setup ## regenerate every report (notebooks in notebooks/pipeline.yml) into reports/
-	$(PY) -m zssbir.cli reports --pipeline $(PIPELINE)
+	$(PY) -m zssbir.cli reports --pipeline $(PIPELINE) --readme
 
 test: setup ## run every test: unit tests, notebooks with tiny parameters, nbval
 	$(PY) -m pytest -q tests

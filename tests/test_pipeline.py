@@ -56,3 +56,18 @@ def test_every_notebook_runs_with_tiny_parameters(isolated_dirs):
         assert not errors
         assert (out / f"{step.name}.html").stat().st_size > 10_000
     assert json.loads((out / "index.json").read_text())["steps"][0]["parameters"] == STEPS[0].test_parameters
+
+
+def test_notebooks_that_reuse_runs_share_the_training_defaults():
+    """02 and 03 reuse 01's runs: their training defaults must equal 01's (else training refuses to resume)."""
+    shared = ("dataset", "backbone", "epochs", "batch_size", "lr", "lr_final_factor", "image_size",
+              "max_steps_per_epoch")
+    defaults = {}
+    for name in ("01_train", "02_distribution_alignment", "03_cluster_analysis", "04_dmwa"):
+        declared = papermill.inspect_notebook(str(paths.notebooks_dir() / f"{name}.ipynb"))
+        defaults[name] = {k: declared[k]["default"] for k in shared if k in declared}
+    for name in ("02_distribution_alignment", "03_cluster_analysis"):
+        assert defaults[name] == defaults["01_train"], name
+    # DMWA trains its own runs, at the same image size and batch as ClusterRetri for a fair table
+    assert {k: defaults["04_dmwa"][k] for k in ("dataset", "backbone", "image_size", "batch_size")} == \
+        {k: defaults["01_train"][k] for k in ("dataset", "backbone", "image_size", "batch_size")}

@@ -52,7 +52,15 @@ def _cmd_reports(args: argparse.Namespace) -> int:
     rows = run_pipeline(args.pipeline, out_dir=args.out, test=args.test, only=args.only or None)
     for r in rows:
         print(f"  {r['name']:<28} {r['status']:<8} {r['seconds']:.1f} s")
-    return 0
+    failed = [r["name"] for r in rows if r["status"] != "ok"]
+    if args.readme:
+        if failed or args.test or args.only:
+            print("README headline not updated: it needs a complete report run without --test/--only and no failures")
+        else:
+            from .headline import update_readme
+
+            print(f"headline table and figure written into {update_readme(reports=args.out)}")
+    return 1 if failed else 0
 
 
 def _parse_value(text: str):
@@ -123,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default=None, help="output folder (default: ZSSBIR_REPORTS or reports/)")
     rep.add_argument("--only", nargs="*", help="run only these steps (by name)")
     rep.add_argument("--test", action="store_true", help="use each step's tiny test_parameters")
+    rep.add_argument("--readme", action="store_true",
+                     help="after a complete run, put the headline table and figure into README.md")
     rep.set_defaults(func=_cmd_reports)
     return parser
 

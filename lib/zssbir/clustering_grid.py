@@ -27,7 +27,7 @@ GRID_COLUMNS = ("M", "K", "variant", "ties", "metric", "value", "fuse_weight", "
 
 
 def grid(query, gallery, query_labels, gallery_labels, *, Ms: Sequence[int] = GRID_MS, Ks: Sequence[int] = GRID_KS,
-         variants: Sequence[str] = ("adc", "fuse", "rerank"), ties: Sequence[str] = ("stable",),
+         variants: Sequence[str] = ("adc", "fuse", "rerank"), ties: Sequence[str] = ("random",),
          metrics: Sequence[str] | str = DEFAULT_METRICS, preset: str | None = None, seed: int = 123,
          fuse_weight: float = 0.2, niter: int = 20, normalize: bool = True, block_size: int = 1024,
          progress: Callable[[str], None] | None = None, **evaluate_kwargs):

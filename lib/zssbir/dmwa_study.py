@@ -70,21 +70,3 @@ def plot_weight_history(history: list[dict], title: str = ""):
         fig.suptitle(title)
     fig.tight_layout()
     return fig
-
-
-def plot_ablation(frame: pd.DataFrame, metric: str = "map@all", ax=None):
-    """Mean and per-seed values of ``metric`` for each row label (frame: label, seed, metric, value)."""
-    sub = frame[frame["metric"] == metric]
-    labels = list(dict.fromkeys(sub["label"]))
-    ax = ax or plt.subplots(figsize=(7, 0.45 * len(labels) + 1.2))[1]
-    for i, label in enumerate(labels):
-        values = sub.loc[sub["label"] == label, "value"].to_numpy()
-        ax.scatter(values, [i] * len(values), color="C0", alpha=0.6, s=18)
-        ax.errorbar(values.mean(), i, xerr=values.std(ddof=1) if len(values) > 1 else 0, fmt="D", color="C3",
-                    capsize=3)
-    ax.set_yticks(range(len(labels)), labels)
-    ax.invert_yaxis()
-    ax.set(xlabel=f"{metric} (dots: seeds; diamond: mean ± std)")
-    ax.figure.tight_layout()
-    return ax.figure
-

@@ -77,3 +77,22 @@ def embedding_scatter(points: np.ndarray, labels: Sequence[str], domains: Sequen
     ax.set_title(title)
     ax.legend(fontsize=6, markerscale=0.8, ncol=2, loc="best")
     return ax
+
+
+def plot_seed_spread(frame, metric: str = "map@all", label: str = "label", ax=None, title: str = ""):
+    """Per-seed values (dots) and mean ± std (diamond) of ``metric`` for each row of a long results
+    frame (columns ``label``, "metric", "value"), rows in order of first appearance."""
+    sub = frame[frame["metric"] == metric]
+    labels = list(dict.fromkeys(sub[label]))
+    ax = ax or plt.subplots(figsize=(8, 0.42 * len(labels) + 1.3))[1]
+    for i, name in enumerate(labels):
+        values = sub.loc[sub[label] == name, "value"].to_numpy(dtype=float)
+        ax.scatter(values, [i] * len(values), color="C0", alpha=0.6, s=18)
+        ax.errorbar(values.mean(), i, xerr=values.std(ddof=1) if len(values) > 1 else 0, fmt="D", color="C3",
+                    capsize=3)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set(xlabel=f"{metric} (dots: seeds; diamond: mean ± std)", title=title)
+    ax.grid(axis="x", alpha=0.3)
+    ax.figure.tight_layout()
+    return ax.figure

@@ -54,7 +54,7 @@ class DMWAParams:
     distance: str = "cosine"         # cosine | euclidean, on L2-normalised embeddings
     lambda_quad: float = 1.0         # weight of the quadruplet loss
     lambda_cls: float = 1.0          # weight of the text-anchored classification term
-    text_temperature: float = 0.1    # temperature of the text-anchored logits
+    text_temperature: float = 0.05   # temperature of the text-anchored logits
     text_model: str | None = None    # open_clip model of the text tower; None: the image tower's, else the tiny test config
     text_pretrained: str | None = None  # its tag or checkpoint; None: the backbone's ``pretrained`` if CLIP, else random
     text_seed: int = 0               # seed of a randomly initialised text tower (no weights available)
