@@ -60,14 +60,16 @@ def test_resume_refuses_other_parameters(isolated_dirs):
     assert loaded.lr == 1e-2 and same(weights(model), weights(again.model))  # one epoch: best = last
 
 
-def test_ddp_two_processes_on_cpu(isolated_dirs):
+@pytest.mark.parametrize("method", ["clusterretri", "dmwa"])
+def test_ddp_two_processes_on_cpu(isolated_dirs, method):
     cfg = isolated_dirs / "ddp.yaml"
-    cfg.write_text(yaml.safe_dump({**TINY, "epochs": 1, "backbone_params": {**TINY["backbone_params"],
-                                                                             "stem_channels": [8, 16, 32]}}))
+    extra = {"method": "dmwa", "lambda_da": 0.0, "batch_size": 16} if method == "dmwa" else {}
+    cfg.write_text(yaml.safe_dump({**TINY, "epochs": 1, **extra,
+                                   "backbone_params": {**TINY["backbone_params"], "stem_channels": [8, 16, 32]}}))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                           "-m", "zssbir.cli", "train", "--config", str(cfg), "--run-dir", str(isolated_dirs / "ddp"),
                           "--quiet"], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     state = torch.load(isolated_dirs / "ddp" / "checkpoint.pt", weights_only=False)
-    assert state["epoch"] == 0 and len(state["history"]) == 1
+    assert state["epoch"] == 0 and len(state["history"]) == 1 and state["config"]["method"] == method

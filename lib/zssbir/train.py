@@ -187,7 +187,8 @@ def train(config: TrainConfig, *, run_name: str | None = None, run_dir: str | Pa
         steps, batches = BATCHES[config.method](data, config, epoch, rank, world)
         sums: dict[str, float] = {}
         t0 = time.perf_counter()
-        bar = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress or rank)
+        bar = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress or rank,
+                   mininterval=2.0)  # few updates: notebooks keep every one in their output
         for batch in bar:
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():

@@ -96,3 +96,13 @@ def plot_seed_spread(frame, metric: str = "map@all", label: str = "label", ax=No
     ax.grid(axis="x", alpha=0.3)
     ax.figure.tight_layout()
     return ax.figure
+
+
+def save_figure(fig, name: str, dpi: int = 120):
+    """Write ``fig`` to ``<reports>/figures/<name>.png`` (the report's figure folder) and return the path."""
+    from . import paths
+
+    path = paths.reports_dir() / "figures" / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path

@@ -244,8 +244,17 @@ def encode_class_texts(class_names: Sequence[str], model_name: str, pretrained: 
     global RNG, so the same names always give the same codes."""
     from .clip_towers import build_text_encoder
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        encoder = build_text_encoder(model_name, pretrained)
+    import logging
+
+    quiet = logging.getLogger().level if pretrained is None else None
+    if quiet is not None:  # open_clip warns that a random tower has no weights: that is the point here
+        logging.getLogger().setLevel(logging.ERROR)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            encoder = build_text_encoder(model_name, pretrained)
+    finally:
+        if quiet is not None:
+            logging.getLogger().setLevel(quiet)
     names = list(class_names)
     return encoder.encode_classes(names, "sketch").cpu(), encoder.encode_classes(names, "photo").cpu()
