@@ -194,9 +194,10 @@ def test_clip_backbone_with_text_tower_from_one_checkpoint(tmp_path):
     torch.manual_seed(0)
     ckpt = tmp_path / "tiny_clip.pt"
     torch.save(open_clip.create_model(name).state_dict(), ckpt)
-    config = TrainConfig(method="dmwa", lambda_da=0.0, backbone=f"clip:{name}", pretrained=str(ckpt), embed_dim=16, image_size=32,
+    config = TrainConfig(method="dmwa", lambda_da=0.0, backbone=f"clip:{name}", pretrained=str(ckpt), embed_dim=16,
                          method_params={"local_text": True, "weighting": "both"})
     model = build_model(config, ["cat", "hot air balloon", "teddy_bear"])
+    assert config.image_size == 64 and model.backbone.image_size == 32  # CLIP keeps its native input size
     reference = open_clip.create_model(name, pretrained=str(ckpt))
     tokens = open_clip.get_tokenizer(name)(["a photo of a hot air balloon"])
     with torch.no_grad():

@@ -132,8 +132,8 @@ def _published_block(dataset: str, metrics) -> pd.DataFrame:
 def _study_block(frame: pd.DataFrame, dataset: str, metrics) -> pd.DataFrame:
     part = for_dataset(frame, dataset, metrics)
     if part.empty:
-        note = (f"no results of this study on {dataset} yet (full-size run: configs/clusterretri/{dataset}.yaml "
-                "on a GPU)")
+        note = (f"no results of this study on {dataset} yet (full-size runs: configs/clusterretri/{dataset}.yaml, "
+                f"configs/dmwa/{dataset}.yaml on a GPU)")
         return pd.DataFrame([{"row": note, **{m: "-" for m in metrics}, "convention": "", "source": ""}])
     table = study_table(frame, dataset, metrics).drop(index=CONVENTION_ROW)
     table["convention"] = part.groupby("row")["convention"].agg(merged_convention).reindex(table.index)

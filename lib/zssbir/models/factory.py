@@ -13,8 +13,6 @@ METHODS = ("clusterretri", "dmwa")
 def build_model(config: TrainConfig, class_names: Sequence[str]) -> nn.Module:
     """The trainable model of ``config.method`` for the seen ``class_names`` (label order): its ``forward(batch)``
     returns the loss terms (with "total") and it has ``embed(images, domains) -> features``."""
-    from .backbones import build_backbone
-
     if config.method not in METHODS:
         raise ValueError(f"unknown method {config.method!r}; known: {METHODS}")
     n_classes = len(class_names)
@@ -24,9 +22,7 @@ def build_model(config: TrainConfig, class_names: Sequence[str]) -> nn.Module:
         if config.method_params:
             raise ValueError(f"clusterretri takes no method_params, got {sorted(config.method_params)}; "
                              "its options are lambda_da, lambda_kd, teacher_weights, kd_temperature")
-        kwargs = dict(config.backbone_params, **({"imagenet_head": True} if config.lambda_kd > 0 else {}))
-        backbone = build_backbone(config.backbone, embed_dim=config.embed_dim, pretrained=config.pretrained,
-                                  image_size=config.image_size, **kwargs)
+        backbone = _backbone(config, **({"imagenet_head": True} if config.lambda_kd > 0 else {}))
         teacher = None
         if config.lambda_kd > 0:
             from .cse_resnet import build_imagenet_teacher
@@ -41,12 +37,21 @@ def build_model(config: TrainConfig, class_names: Sequence[str]) -> nn.Module:
         if config.lambda_da or config.lambda_kd:
             raise ValueError("lambda_da and lambda_kd are ClusterRetri's; set them to 0 for dmwa "
                              f"(got lambda_da={config.lambda_da}, lambda_kd={config.lambda_kd})")
-        backbone = build_backbone(config.backbone, embed_dim=config.embed_dim, pretrained=config.pretrained,
-                                  image_size=config.image_size, **config.backbone_params)
+        backbone = _backbone(config)
         text_model, text_pretrained = text_tower_choice(config.backbone, config.pretrained, params)
         texts = encode_class_texts(class_names, text_model, text_pretrained, seed=params.text_seed)
         return DMWA(backbone, *texts, params=params)
     raise AssertionError("unreachable")
+
+
+def _backbone(config: TrainConfig, **extra) -> nn.Module:
+    """The configured backbone. open_clip towers keep their native input size (``config.image_size`` is for
+    the others): forcing e.g. 64 px on a 224 px CLIP would interpolate its position embeddings silently."""
+    from .backbones import build_backbone
+
+    size = None if config.backbone.startswith("clip:") else config.image_size
+    return build_backbone(config.backbone, embed_dim=config.embed_dim, pretrained=config.pretrained, image_size=size,
+                          **dict(config.backbone_params, **extra))
 
 
 def transforms_for(model: nn.Module, config: TrainConfig, train: bool) -> dict[str, Callable]:
