@@ -218,3 +218,16 @@ def test_dmwa_parameter_files_are_valid():
         config = TrainConfig.from_yaml(f)
         assert config.method == "dmwa" and config.dataset in BENCHMARKS and f.stem == config.dataset
         DMWAParams.from_dict(config.method_params)
+
+
+def test_run_names_tell_dmwa_settings_apart():
+    from zssbir.experiment import run_name
+
+    def name(**mp):
+        return run_name(TrainConfig(method="dmwa", lambda_da=0.0, method_params=mp))
+
+    assert name() == name(weighting="both", tau=0.2) == "dmwa_synthetic_small_wboth_quadruplet_seed0"
+    assert name(weighting="none", loss="triplet") == "dmwa_synthetic_small_wnone_triplet_seed0"
+    assert len({name(), name(tau=0.5), name(tau=0.5, beta=0.3), name(local_text=True)}) == 4
+    with pytest.raises(ValueError, match="unknown DMWA method_params"):
+        name(tua=0.5)

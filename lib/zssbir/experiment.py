@@ -21,8 +21,18 @@ def run_name(config: TrainConfig, tag: str = "") -> str:
     """A readable, unique-enough run name: method, data set, backbone, key weights, seed."""
     parts = [config.method, config.dataset, config.backbone.replace(":", "-")]
     if config.method == "dmwa":
-        mp = config.method_params
-        parts += [f"w{mp.get('weighting', 'both')}", mp.get("loss", "quadruplet")]
+        import dataclasses
+        import hashlib
+        import json
+
+        from .models.dmwa import DMWAParams
+
+        mp = dataclasses.asdict(DMWAParams.from_dict(config.method_params))
+        parts += [f"w{mp.pop('weighting')}", mp.pop("loss")]
+        # the other options only when they differ from the defaults, as a short digest
+        changed = {k: v for k, v in mp.items() if v != getattr(DMWAParams, k)}
+        if changed:
+            parts.append("p" + hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8])
     else:
         parts.append(f"lda{config.lambda_da:g}")
     return "_".join(parts + ([tag] if tag else []) + [f"seed{config.seed}"])
