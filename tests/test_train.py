@@ -73,3 +73,19 @@ def test_ddp_two_processes_on_cpu(isolated_dirs, method):
     assert out.returncode == 0, out.stderr[-3000:]
     state = torch.load(isolated_dirs / "ddp" / "checkpoint.pt", weights_only=False)
     assert state["epoch"] == 0 and len(state["history"]) == 1 and state["config"]["method"] == method
+
+
+def test_evaluate_command_scores_a_run_and_writes_results(isolated_dirs, capsys):
+    from zssbir import cli
+    from zssbir.results import load_results
+
+    run = isolated_dirs / "runs" / "train" / "tiny"
+    train(TrainConfig(**{**TINY, "epochs": 1}), run_dir=run, progress=False)
+    assert cli.main(["evaluate", str(run), "--cluster", "1", "3", "adc", "--label", "tiny run"]) == 0
+    records = {r["name"]: r for r in load_results(isolated_dirs / "runs" / "results")}
+    assert set(records) == {"tiny__exact", "tiny__cluster"}
+    assert records["tiny__cluster"]["params"]["retrieval"] == {"kind": "cluster", "M": 1, "K": 3, "variant": "adc"}
+    assert records["tiny__exact"]["params"]["label"] == "tiny run, exact"
+    assert "map@all" in capsys.readouterr().out
+    assert cli.main(["evaluate", str(run), "--cluster", "1", "3", "nearest"]) == 2
+    assert "variant" in capsys.readouterr().err

@@ -87,6 +87,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import experiment
+    from .results import load_results
+
+    run_dir = Path(args.run_dir)
+    model, config = experiment.load_run(run_dir, device=args.device)
+    cluster = (int(args.cluster[0]), int(args.cluster[1]), args.cluster[2]) if args.cluster else None
+    written = experiment.score_and_record(model, config, args.name or run_dir.name, preset=args.preset,
+                                          cluster=cluster, label=args.label, device=args.device,
+                                          extra={"run_dir": str(run_dir)})
+    for procedure, path in written.items():
+        metrics = load_results(path)[0]["metrics"]
+        print(f"{procedure:<8} " + "  ".join(f"{k} {v['value']:.4f}" for k, v in metrics.items()) + f"  -> {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zssbir", description="Zero-shot sketch-based image retrieval study")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -125,6 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-resume", action="store_true", help="start again even if a checkpoint exists")
     tr.add_argument("--quiet", action="store_true", help="no progress bars")
     tr.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("evaluate", help="score a trained run on the unseen split and write its results JSON files")
+    ev.add_argument("run_dir", help="the run folder (holds best.pt), e.g. runs/train/<run name>")
+    ev.add_argument("--preset", default="clusterretri", help="metric convention (zssbir.metrics.PRESETS)")
+    ev.add_argument("--cluster", nargs=3, metavar=("M", "K", "VARIANT"), default=None,
+                    help="also cluster-then-retrieve, e.g. --cluster 2 32 rerank")
+    ev.add_argument("--name", default=None, help="results file stem (default: the run folder's name)")
+    ev.add_argument("--label", default=None, help="row label in the study tables")
+    ev.add_argument("--device", default="auto")
+    ev.set_defaults(func=_cmd_evaluate)
 
     rep = sub.add_parser("reports", help="run the notebooks of the pipeline into reports/")
     rep.add_argument("--pipeline", default=None, help="pipeline file (default: notebooks/pipeline.yml)")
