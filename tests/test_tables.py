@@ -131,3 +131,21 @@ def test_reference_rows_name_source_and_convention():
         assert set(rows["metric"]) == set(reference.CUSTOMARY_METRICS[dataset])
     with pytest.raises(ValueError, match="no published numbers"):
         reference.reference_frame("synthetic")
+
+
+def test_chance_rows_are_results_files_in_the_table(isolated_dirs):
+    from zssbir.data.tools import ensure_dataset
+    from zssbir.experiment import CHANCE_LABEL, record_chance
+
+    ensure_dataset("synthetic_tiny")
+    out = isolated_dirs / "results"
+    paths_written = record_chance("synthetic_tiny", seeds=3, out_dir=out)
+    assert len(paths_written) == 3
+    frame = tables.study_frame(out)
+    chance = frame[frame["row"] == CHANCE_LABEL]
+    # 3 unseen classes of 6 photos: the whole gallery (18) is inside the top 100, a third of it relevant
+    assert chance.loc[chance["metric"] == "prec@100", "value"].tolist() == pytest.approx([1 / 3] * 3)
+    maps = chance.loc[chance["metric"] == "map@all", "value"]
+    assert maps.nunique() == 3 and (maps > 1 / 3).all() and (maps < 0.7).all()  # AP of a random order exceeds n/N
+    table = tables.study_table(frame, "synthetic_tiny")
+    assert "(3 seeds)" in table.loc[CHANCE_LABEL, "map@all"]

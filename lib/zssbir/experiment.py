@@ -90,3 +90,27 @@ def score_and_record(model, config: TrainConfig, name: str, *, preset: str = "cl
                                 retrieval={"kind": "cluster", "M": M, "K": K, "variant": variant},
                                 label=label and f"{label}, cluster M={M} K={K} {variant}")
     return out
+
+
+CHANCE_LABEL = "chance (random ranking)"
+
+
+def record_chance(dataset: str, *, seeds: int = 5, preset: str = "clusterretri", data_root: str | None = None,
+                  out_dir: str | Path | None = None) -> list[Path]:
+    """The chance level of the unseen split, scored like the runs: every photo gets the same score and
+    ties are ordered randomly (seed s), i.e. a uniformly random ranking per query. One results JSON per
+    seed (``chance_<dataset>_seed<s>``, row label ``CHANCE_LABEL``), so the tables show its mean ± std."""
+    from .metrics import evaluate
+    from .results import write_results
+
+    sketches = load_split(dataset, "zero", "sketch", data_root=data_root, check_files=False)
+    photos = load_split(dataset, "zero", "photo", data_root=data_root, check_files=False)
+    n_gallery = len(photos)
+
+    def tied(start: int, end: int) -> np.ndarray:
+        return np.zeros((end - start, n_gallery), dtype=np.float32)
+
+    params = {"method": "chance", "dataset": dataset, "label": CHANCE_LABEL, "retrieval": {"kind": "random"}}
+    return [write_results(f"chance_{dataset}_seed{s}", params=params, seed=s, out_dir=out_dir,
+                          metrics=evaluate(tied, sketches.labels, photos.labels, preset=preset, ties="random", seed=s))
+            for s in range(seeds)]

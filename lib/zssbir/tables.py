@@ -73,9 +73,9 @@ def for_dataset(frame: pd.DataFrame, dataset: str, metrics=DEFAULT_METRICS) -> p
     if len(twice):
         raise ValueError(f"several results files give the same row and seed, so seeds would be miscounted: "
                          f"{sorted(set(twice['name']))}; give them distinct params['label'] or remove one")
-    order = part.assign(_method=part["method"] != "clusterretri", _exact=part["retrieval"] != "exact",
-                        _lda=part["lambda_da"].fillna(0))
-    order = order.sort_values(["_method", "_lda", "_exact", "row"], kind="stable")
+    order = part.assign(_chance=part["method"] == "chance", _method=part["method"] != "clusterretri",
+                        _exact=part["retrieval"] != "exact", _lda=part["lambda_da"].fillna(0))
+    order = order.sort_values(["_chance", "_method", "_lda", "_exact", "row"], kind="stable")  # chance last
     return part.loc[order.index]
 
 
