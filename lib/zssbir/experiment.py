@@ -5,6 +5,9 @@ M, K and variant), named ``<run name>__<retrieval>``, so tables can group them f
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +24,6 @@ def run_name(config: TrainConfig, tag: str = "") -> str:
     """A readable, unique-enough run name: method, data set, backbone, key weights, seed."""
     parts = [config.method, config.dataset, config.backbone.replace(":", "-")]
     if config.method == "dmwa":
-        import dataclasses
-        import hashlib
-        import json
-
         from .models.dmwa import DMWAParams
 
         mp = dataclasses.asdict(DMWAParams.from_dict(config.method_params))
