@@ -1,4 +1,4 @@
-"""Speed of cluster-then-retrieve (zssbir.clustering) against exact retrieval, at Sketchy split-1 size.
+"""Speed of cluster-then-retrieve (zssbir.eval.cluster_retrieval) against exact retrieval, at Sketchy split-1 size.
 
 Synthetic, seeded features: 25 classes in 5 super-classes (class centre = super-class direction +
 0.5 x own direction, normalised), photos = centre + noise of norm about 1.5, sketches = centre + a
@@ -8,7 +8,7 @@ k-means removes best, so the gap between the methods says nothing about real fea
 
 Timings: "fit" = k-means of the gallery (M sub-spaces x K centroids); "score" = producing every
 distance block, discarded; "query" = scoring plus all four metrics in one streaming pass of
-``zssbir.metrics.evaluate`` (what a user pays per evaluation); "ratio" = query time / exact query time.
+``zssbir.eval.metrics.evaluate`` (what a user pays per evaluation); "ratio" = query time / exact query time.
 
     python bench/bench_clustering.py            # full size, about a minute on 2 CPU cores
     python bench/bench_clustering.py --quick    # small sizes, a few seconds
@@ -21,8 +21,8 @@ import time
 import numpy as np
 import torch
 
-from zssbir.clustering import ClusterIndex
-from zssbir.retrieval import evaluate_features, score_blocks
+from zssbir.eval.cluster_retrieval import ClusterIndex
+from zssbir.eval.exact_search import evaluate_features, score_blocks
 
 METRICS = ("map@all", "prec@100", "map@200", "prec@200")
 PRESET = "clusterretri"  # VOC AP, SAKE denominators, class averaging

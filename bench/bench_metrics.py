@@ -30,8 +30,8 @@ import time
 import numpy as np
 import torch
 
-from zssbir.metrics import evaluate
-from zssbir.retrieval import evaluate_features, score_blocks
+from zssbir.eval.metrics import evaluate
+from zssbir.eval.exact_search import evaluate_features, score_blocks
 
 METRICS = ("map@all", "prec@100", "map@200", "prec@200")
 QUICKDRAW_SKETCHES = [3001] * 29 + [5262]  # per class (cake is the large one)

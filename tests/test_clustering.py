@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from zssbir.clustering import ClusterIndex, cluster_stats, evaluate_clustered, grid
-from zssbir.metrics import evaluate
-from zssbir.ranking import rank_positions
-from zssbir.retrieval import evaluate_features
+from zssbir.eval.cluster_grid import cluster_stats, grid
+from zssbir.eval.cluster_retrieval import ClusterIndex, evaluate_clustered
+from zssbir.eval.metrics import evaluate
+from zssbir.eval.relevant_ranks import rank_positions
+from zssbir.eval.exact_search import evaluate_features
 
 
 def clustered(n_classes=5, dim=32, n_gallery=200, n_query=60, noise=0.25, seed=0):

@@ -6,7 +6,7 @@ import torch
 from zssbir.data.datasets import load_split
 from zssbir.data.tools import ensure_dataset
 from zssbir.data.transforms import build_transform
-from zssbir import features
+from zssbir.training import features
 from zssbir.models.backbones import build_backbone
 from zssbir.models.clusterretri import ClusterRetri
 

@@ -3,21 +3,22 @@ import dataclasses
 
 import pytest
 
-from zssbir import paths, reference
-from zssbir.config import TrainConfig
+from zssbir import paths
+from zssbir.study import published_numbers
+from zssbir.training.config import TrainConfig
 
 CONFIGS = sorted((paths.project_root() / "configs").rglob("*.yaml"))
 
 
 def test_the_clusterretri_files_exist():
     names = {p.stem for p in CONFIGS if p.parent.name == "clusterretri"}
-    assert names == set(reference.DATASETS)
+    assert names == set(published_numbers.DATASETS)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_config_loads_with_a_real_dataset_and_numeric_fields(path):
     config = TrainConfig.from_yaml(path)
-    assert config.dataset in reference.DATASETS
+    assert config.dataset in published_numbers.DATASETS
     if path.parent.name == "clusterretri":
         assert path.stem == config.dataset
     for field in dataclasses.fields(TrainConfig):  # YAML reads 1e-4 (no dot) as a string

@@ -1,11 +1,11 @@
-"""zssbir.convention_study: the settings it tries, its values against direct metric calls and sklearn."""
+"""zssbir.study.conventions: the settings it tries, its values against direct metric calls and sklearn."""
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from zssbir import convention_study as cs
-from zssbir.metrics import DEFAULT_METRICS, PRESETS, evaluate
-from zssbir.retrieval import evaluate_features
+from zssbir.study import conventions as cs
+from zssbir.eval.metrics import DEFAULT_METRICS, PRESETS, evaluate
+from zssbir.eval.exact_search import evaluate_features
 
 
 @pytest.fixture(scope="module")

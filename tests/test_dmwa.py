@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from zssbir import losses
-from zssbir.config import TrainConfig
+from zssbir.training import losses
+from zssbir.training.config import TrainConfig
 from zssbir.data.quadruplets import QuadrupletSampler
 from zssbir.models.dmwa import DMWA, DMWAParams, cross_attention_score, global_score, weight_list
 from zssbir.models.small import build_small
-from zssbir.train import load_trained, train
+from zssbir.training.loop import load_trained, train
 
 from conftest import interrupt_forward
 
@@ -221,7 +221,7 @@ def test_dmwa_parameter_files_are_valid():
 
 
 def test_run_names_tell_dmwa_settings_apart():
-    from zssbir.experiment import run_name
+    from zssbir.study.scoring import run_name
 
     def name(**mp):
         return run_name(TrainConfig(method="dmwa", lambda_da=0.0, method_params=mp))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from zssbir.domain_gap import channel_softmax, frechet_distance, gap_table, mmd_rbf
+from zssbir.eval.domain_gap import channel_softmax, frechet_distance, gap_table, mmd_rbf
 
 
 def test_mmd_separates_distributions_and_is_near_zero_for_the_same_one():

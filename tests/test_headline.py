@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from zssbir.headline import END, START, update_readme
+from zssbir.study.readme_headline import END, START, update_readme
 
 
 def test_readme_block_is_replaced_from_the_report(tmp_path, monkeypatch):

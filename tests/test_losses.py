@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zssbir.losses import alignment_kl, distribution_alignment, sake_distillation
+from zssbir.training.losses import alignment_kl, distribution_alignment, sake_distillation
 
 
 def test_alignment_kl_matches_the_definition_per_sample():

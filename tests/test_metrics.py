@@ -1,4 +1,4 @@
-"""zssbir.metrics / zssbir.ranking against hand-computed rankings, a naive loop and sklearn."""
+"""zssbir.eval.metrics / zssbir.eval.relevant_ranks against hand-computed rankings, a naive loop and sklearn."""
 from __future__ import annotations
 
 import itertools
@@ -8,8 +8,8 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from zssbir.metrics import PRESETS, evaluate, parse_metric, query_values
-from zssbir.ranking import rank_positions
+from zssbir.eval.metrics import PRESETS, evaluate, parse_metric, query_values
+from zssbir.eval.relevant_ranks import rank_positions
 
 ALL = ("map@all", "map@1", "map@2", "map@3", "map@4", "map@10", "prec@1", "prec@3", "prec@5", "prec@10")
 

@@ -8,7 +8,7 @@ import papermill
 import pytest
 
 from zssbir import paths
-from zssbir.pipeline import check_parameters, load_pipeline, run_pipeline
+from zssbir.study.pipeline import check_parameters, load_pipeline, run_pipeline
 
 STEPS = load_pipeline()
 

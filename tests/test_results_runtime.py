@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from zssbir import paths
-from zssbir.results import load_results, write_results
+from zssbir.study.results import load_results, write_results
 from zssbir.runtime import resolve_device, seed_everything
 
 CONV = {"ap": "voc", "average": "class"}
@@ -64,7 +64,7 @@ def test_device_auto_is_cpu_here_and_cuda_request_is_checked():
 
 
 def test_results_frame_and_summary_over_seeds(isolated_dirs):
-    from zssbir.results import results_frame, summary_table
+    from zssbir.study.results import results_frame, summary_table
 
     for seed, value in ((0, 0.2), (1, 0.4), (2, 0.6)):
         write_results(f"r{seed}", params={"method": "m", "dataset": "d", "train": {"lambda_da": 0.1},

@@ -1,12 +1,12 @@
-"""zssbir.retrieval: faiss and torch agree, cosine and Euclidean rank alike, inputs are validated."""
+"""zssbir.eval.exact_search: faiss and torch agree, cosine and Euclidean rank alike, inputs are validated."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from zssbir.metrics import evaluate
-from zssbir.retrieval import evaluate_features, score_blocks, search
+from zssbir.eval.metrics import evaluate
+from zssbir.eval.exact_search import evaluate_features, score_blocks, search
 
 faiss = pytest.importorskip("faiss")
 

@@ -1,10 +1,10 @@
-"""zssbir.tables from fabricated results files, and zssbir.reference against methods.md part C."""
+"""zssbir.study.tables from fabricated results files, and zssbir.study.published_numbers against methods.md part C."""
 import pandas as pd
 import pytest
 
-from zssbir import reference, tables
-from zssbir.metrics import PRESETS
-from zssbir.results import write_results
+from zssbir.study import published_numbers, tables
+from zssbir.eval.metrics import PRESETS
+from zssbir.study.results import write_results
 
 METRICS = ("map@all", "prec@100")
 
@@ -110,7 +110,7 @@ def test_headline_and_written_tables(study, tmp_path):
 
 
 def test_reference_numbers_match_methods_md():
-    ref = reference.reference_frame().set_index(["method", "variant", "dataset", "metric"])["value"]
+    ref = published_numbers.reference_frame().set_index(["method", "variant", "dataset", "metric"])["value"]
     assert ref[("SAKE", "", "sketchy_ext_split1", "map@all")] == 0.547
     assert ref[("ZSE-SBIR (Ret)", "", "tuberlin_ext", "prec@100")] == 0.637
     assert ref[("BDA-SketRet", "", "sketchy_ext_split2", "map@200")] == 0.556
@@ -123,19 +123,19 @@ def test_reference_numbers_match_methods_md():
 
 
 def test_reference_rows_name_source_and_convention():
-    frame = reference.reference_frame()
+    frame = published_numbers.reference_frame()
     assert frame["source"].str.len().gt(0).all() and frame["convention"].str.len().gt(0).all()
-    assert set(frame["dataset"]) == set(reference.DATASETS)
+    assert set(frame["dataset"]) == set(published_numbers.DATASETS)
     assert set(frame["preset"].dropna()) <= set(PRESETS)
     for dataset, rows in frame.groupby("dataset"):
-        assert set(rows["metric"]) == set(reference.CUSTOMARY_METRICS[dataset])
+        assert set(rows["metric"]) == set(published_numbers.CUSTOMARY_METRICS[dataset])
     with pytest.raises(ValueError, match="no published numbers"):
-        reference.reference_frame("synthetic")
+        published_numbers.reference_frame("synthetic")
 
 
 def test_chance_rows_are_results_files_in_the_table(isolated_dirs):
     from zssbir.data.tools import ensure_dataset
-    from zssbir.experiment import CHANCE_LABEL, record_chance
+    from zssbir.study.scoring import CHANCE_LABEL, record_chance
 
     ensure_dataset("synthetic_tiny")
     out = isolated_dirs / "results"

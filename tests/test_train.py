@@ -7,9 +7,9 @@ import pytest
 import torch
 import yaml
 
-from zssbir.config import TrainConfig
+from zssbir.training.config import TrainConfig
 from zssbir.models.clusterretri import ClusterRetri
-from zssbir.train import load_trained, train
+from zssbir.training.loop import load_trained, train
 
 from conftest import interrupt_forward
 
@@ -77,7 +77,7 @@ def test_ddp_two_processes_on_cpu(isolated_dirs, method):
 
 def test_evaluate_command_scores_a_run_and_writes_results(isolated_dirs, capsys):
     from zssbir import cli
-    from zssbir.results import load_results
+    from zssbir.study.results import load_results
 
     run = isolated_dirs / "runs" / "train" / "tiny"
     train(TrainConfig(**{**TINY, "epochs": 1}), run_dir=run, progress=False)

@@ -47,7 +47,7 @@ def _cmd_data_download(args: argparse.Namespace) -> int:
 
 
 def _cmd_reports(args: argparse.Namespace) -> int:
-    from .pipeline import run_pipeline
+    from .study.pipeline import run_pipeline
 
     rows = run_pipeline(args.pipeline, out_dir=args.out, test=args.test, only=args.only or None)
     for r in rows:
@@ -56,7 +56,7 @@ def _cmd_reports(args: argparse.Namespace) -> int:
         if args.test or args.only:
             print("README headline not updated: it needs a complete report run, without --test or --only")
         else:
-            from .headline import update_readme
+            from .study.readme_headline import update_readme
 
             print(f"headline table and figure written into {update_readme(reports=args.out)}")
     return 0
@@ -69,8 +69,8 @@ def _parse_value(text: str):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import TrainConfig
-    from .train import train
+    from .training.config import TrainConfig
+    from .training.loop import train
 
     values = TrainConfig.from_yaml(args.config).to_dict() if args.config else {}
     for item in args.set or []:
@@ -89,13 +89,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from . import experiment
-    from .results import load_results
+    from .study import scoring
+    from .study.results import load_results
 
     run_dir = Path(args.run_dir)
-    model, config = experiment.load_run(run_dir, device=args.device)
+    model, config = scoring.load_run(run_dir, device=args.device)
     cluster = (int(args.cluster[0]), int(args.cluster[1]), args.cluster[2]) if args.cluster else None
-    written = experiment.score_and_record(model, config, args.name or run_dir.name, preset=args.preset,
+    written = scoring.score_and_record(model, config, args.name or run_dir.name, preset=args.preset,
                                           cluster=cluster, label=args.label, device=args.device,
                                           extra={"run_dir": str(run_dir)})
     for procedure, path in written.items():
@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="score a trained run on the unseen split and write its results JSON files")
     ev.add_argument("run_dir", help="the run folder (holds best.pt), e.g. runs/train/<run name>")
-    ev.add_argument("--preset", default="clusterretri", help="metric convention (zssbir.metrics.PRESETS)")
+    ev.add_argument("--preset", default="clusterretri", help="metric convention (zssbir.eval.metrics.PRESETS)")
     ev.add_argument("--cluster", nargs=3, metavar=("M", "K", "VARIANT"), default=None,
                     help="also cluster-then-retrieve, e.g. --cluster 2 32 rerank")
     ev.add_argument("--name", default=None, help="results file stem (default: the run folder's name)")

@@ -18,7 +18,7 @@ def seed_everything(seed: int) -> torch.Generator:
     """Seed python, numpy and torch (all devices); return a torch Generator seeded the same.
 
     Use the returned generator (or ``make_generator``) for DataLoaders and samplers, and
-    ``numpy_rng`` for numpy code, rather than the global states.
+    ``np.random.default_rng(seed)`` for numpy code, rather than the global states.
     """
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
@@ -30,10 +30,6 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def make_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def numpy_rng(seed: int) -> np.random.Generator:
-    return np.random.default_rng(seed)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -1,4 +1,4 @@
-"""Plots of the study: image grids (more join as the methods land). Functions return Figures."""
+"""Plots of the study: image grids, training history, retrieval results, embeddings, seed spreads. Functions return Figures."""
 from __future__ import annotations
 
 from typing import Sequence

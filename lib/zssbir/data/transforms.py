@@ -73,8 +73,3 @@ def build_transform(domain: str, image_size: int, convention: str = "sake", trai
         steps.append(T.Normalize(CLIP_MEAN, CLIP_STD))
     return T.Compose(steps)
 
-
-def denormalise(convention: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) to undo ``build_transform``'s normalisation when showing images."""
-    return {"sake": (IMAGENET_MEAN, IMAGENET_STD), "zse_sbir": ((0.5,) * 3, (0.5,) * 3),
-            "clip": (CLIP_MEAN, CLIP_STD), "sem_pcyc": ((0.0,) * 3, (1.0,) * 3)}[convention]

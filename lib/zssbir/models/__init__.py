@@ -1,6 +1,6 @@
 """Image backbones (one constructor, one output contract) and the CLIP text tower.
 
-    from zssbir.models import build_backbone
+    from . import build_backbone
     net = build_backbone("small")                       # CPU default, random init
     out = net(images, domain)                           # BackboneOutput(embedding, tokens, logits_imagenet)
 

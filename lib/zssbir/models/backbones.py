@@ -106,7 +106,7 @@ def backbone_transform(backbone: nn.Module, domain: str, train: bool = False, co
     with ``convention`` (default: the backbone's ``transform_convention``)."""
     if getattr(backbone, "preprocess", None) is not None:
         return backbone.preprocess["train" if train else "eval"]
-    from zssbir.data.transforms import build_transform
+    from ..data.transforms import build_transform
 
     return build_transform(domain, backbone.image_size, convention or backbone.transform_convention, train=train)
 

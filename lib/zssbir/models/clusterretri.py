@@ -4,14 +4,14 @@ L = CE(class head) + lambda_kd * L_KD (SAKE distillation, photos only, optional)
     + lambda_da * L_DA (distribution alignment on the un-normalised embeddings of sketches and photos).
 With lambda_da = 0 and no distillation this is the plain exact-retrieval baseline. Retrieval features
 are the embeddings, L2-normalised downstream; cluster-then-retrieve happens on the gallery features
-(zssbir.clustering), not here.
+(zssbir.eval.cluster_retrieval), not here.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .. import losses
+from ..training import losses
 
 
 class ClusterRetri(nn.Module):

@@ -19,7 +19,7 @@ What SAKE does (Liu et al., ICCV 2019; public code github.com/qliu24/SAKE, ``src
   (we also copy the classifier bias into the head, and zero the projection bias).
 * Teacher. A frozen ImageNet SE-ResNet50 (SAKE uses its CSE net with the zero domain column, which
   is the same function), evaluated on every image; only photo rows enter the loss.
-* KD loss (in ``zssbir.losses``, not here). SAKE's ``SoftCrossEntropy``: target = softmax(kd_lambda *
+* KD loss (in ``zssbir.training.losses``, not here). SAKE's ``SoftCrossEntropy``: target = softmax(kd_lambda *
   teacher_logits + kdneg_lambda * cid_mask), loss = sum over photos of -<target, log_softmax(student
   ImageNet logits)> / number of photos. There is no separate temperature: kd_lambda = 1.0 multiplies
   the teacher logits (an inverse temperature, so T = 1). kdneg_lambda = 0.3 with cid_mask, a
@@ -44,7 +44,6 @@ file (``layout`` records it, and is saved with the weights).
 """
 from __future__ import annotations
 
-import os
 import warnings
 
 import torch
@@ -52,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import BackboneOutput, check_domain
+from .weights import read_state_dict
 
 LAYOUTS = ("timm", "cadene")
 IMAGENET_CLASSES = 1000
@@ -170,20 +170,6 @@ class SEResNet50Teacher(nn.Module):
 
 
 # ---------------------------------------------------------------- loading weights
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a state dict from a local file (unwraps {"state_dict": ...} / {"model": ...} and "module.")."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"weights file not found: {path}. Pass the path of an existing local "
-                                f"state-dict file, or pretrained=None for random initialisation.")
-    sd = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-    if not isinstance(sd, dict):
-        raise ValueError(f"{path} does not hold a state dict (got {type(sd).__name__})")
-    return {k[7:] if k.startswith("module.") else k: v for k, v in sd.items()}
-
-
 def detect_layout(sd: dict[str, torch.Tensor]) -> str:
     """'zssbir', 'timm' or 'cadene' (see the module docstring); ValueError otherwise."""
     if any(k.startswith("trunk.") for k in sd):

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import losses
+from ..training import losses
 from ..data.quadruplets import ROLES
 
 WEIGHTINGS = ("none", "local", "global", "both")

@@ -5,7 +5,7 @@ from typing import Callable, Sequence
 
 from torch import nn
 
-from ..config import TrainConfig
+from ..training.config import TrainConfig
 
 METHODS = ("clusterretri", "dmwa")
 

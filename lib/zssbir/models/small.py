@@ -110,7 +110,7 @@ def build_small(*, embed_dim: int = 512, pretrained: str | None = None, image_si
                           stem_channels=tuple(stem_channels), pool=pool, mlp_ratio=mlp_ratio, dropout=dropout,
                           domain_embedding=domain_embedding)
     if pretrained is not None:
-        from .cse_resnet import read_state_dict
+        from .weights import read_state_dict
 
         model.load_state_dict(read_state_dict(pretrained))
     return model

@@ -12,19 +12,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import TrainConfig
-from .data.datasets import load_split
-from .features import cached_features
-from .models.factory import transforms_for
+from ..training.config import TrainConfig
+from ..data.datasets import load_split
+from ..training.features import cached_features
+from ..models.factory import transforms_for
 from .results import write_results
-from .train import TrainResult, default_run_dir, load_trained, train
+from ..training.loop import TrainResult, default_run_dir, load_trained, train
 
 
 def run_name(config: TrainConfig, tag: str = "") -> str:
     """A readable, unique-enough run name: method, data set, backbone, key weights, seed."""
     parts = [config.method, config.dataset, config.backbone.replace(":", "-")]
     if config.method == "dmwa":
-        from .models.dmwa import DMWAParams
+        from ..models.dmwa import DMWAParams
 
         mp = dataclasses.asdict(DMWAParams.from_dict(config.method_params))
         parts += [f"w{mp.pop('weighting')}", mp.pop("loss")]
@@ -74,8 +74,8 @@ def score_and_record(model, config: TrainConfig, name: str, *, preset: str = "cl
     """Score a trained run on the unseen split by exact retrieval and, with ``cluster=(M, K, variant)``,
     cluster-then-retrieve; write one results JSON per procedure (``<name>__exact``, ``<name>__cluster``)
     and return their paths by procedure."""
-    from .clustering import evaluate_clustered
-    from .retrieval import evaluate_features
+    from ..eval.cluster_retrieval import evaluate_clustered
+    from ..eval.exact_search import evaluate_features
 
     feats = split_features(model, config, "zero", device=device)
     (q, ql), (g, gl) = feats["sketch"], feats["photo"]
@@ -99,8 +99,7 @@ def record_chance(dataset: str, *, seeds: int = 5, preset: str = "clusterretri",
     """The chance level of the unseen split, scored like the runs: every photo gets the same score and
     ties are ordered randomly (seed s), i.e. a uniformly random ranking per query. One results JSON per
     seed (``chance_<dataset>_seed<s>``, row label ``CHANCE_LABEL``), so the tables show its mean ± std."""
-    from .metrics import evaluate
-    from .results import write_results
+    from ..eval.metrics import evaluate
 
     sketches = load_split(dataset, "zero", "sketch", data_root=data_root, check_files=False)
     photos = load_split(dataset, "zero", "photo", data_root=data_root, check_files=False)

@@ -10,7 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
-from . import paths
+from .. import paths
 
 START, END = "<!-- headline:start -->", "<!-- headline:end -->"
 

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from . import __version__, paths
-from .runtime import resolve_device
+from .. import __version__, paths
+from ..runtime import resolve_device
 
-_CODE_FILES = ("models", "features.py")
+_CODE_FILES = ("models", "training/features.py")
 
 
 def state_digest(module: torch.nn.Module) -> str:
@@ -34,7 +34,7 @@ def state_digest(module: torch.nn.Module) -> str:
 
 
 def code_digest() -> str:
-    root = Path(__file__).resolve().parent
+    root = Path(__file__).resolve().parent.parent  # the zssbir package
     h = hashlib.sha256(__version__.encode())
     for name in _CODE_FILES:
         for f in sorted((root / name).rglob("*.py")) if (root / name).is_dir() else [root / name]:

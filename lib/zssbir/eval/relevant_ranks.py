@@ -1,6 +1,6 @@
 """Exact ranks of the relevant gallery items of every query, block by block, in bounded memory.
 
-Every retrieval metric in ``zssbir.metrics`` is a function of one thing: for each query, the
+Every retrieval metric in ``zssbir.eval.metrics`` is a function of one thing: for each query, the
 1-based positions (ranks) of its relevant gallery items in the full ranking of the gallery.
 This module computes those ranks exactly, under an explicit total order:
 
@@ -106,7 +106,7 @@ def iter_score_blocks(scores, n_queries: int, n_gallery: int, *, secondary=None,
     ``scores`` is a (Q, N) array or tensor; or a callable ``f(start, end)`` returning a block
     (or a ``(block, secondary_block)`` pair); or an iterable of ``(start, end, block)`` or
     ``(start, end, block, secondary_block)`` covering the queries in order (e.g.
-    ``zssbir.retrieval.score_blocks``). ``secondary`` may be a full (Q, N) array sliced alongside.
+    ``zssbir.eval.exact_search.score_blocks``). ``secondary`` may be a full (Q, N) array sliced alongside.
     """
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
@@ -218,7 +218,7 @@ def rank_positions(scores, query_labels, gallery_labels, *, higher_is_better: bo
     """Per query, the ascending 1-based ranks of its relevant gallery items (empty if none).
 
     Holds every rank in memory (sum of class sizes per query): meant for small problems and
-    inspection; ``zssbir.metrics.evaluate`` streams instead.
+    inspection; ``zssbir.eval.metrics.evaluate`` streams instead.
     """
     labels = label_index(query_labels, gallery_labels)
     out = [np.empty(0, dtype=np.int64)] * len(labels.query_codes)
@@ -234,7 +234,7 @@ def rank_positions(scores, query_labels, gallery_labels, *, higher_is_better: bo
 class _Context:
     def __init__(self, labels: LabelIndex, tb: np.ndarray, ties: str, hib: bool, sec_hib: bool):
         if sys.byteorder != "little":
-            raise RuntimeError("zssbir.ranking assumes a little-endian machine")
+            raise RuntimeError("zssbir.eval.relevant_ranks assumes a little-endian machine")
         self.labels, self.tb, self.ties, self.hib, self.sec_hib = labels, tb, ties, hib, sec_hib
         n = labels.n_gallery
         self.chunk = int(np.clip(_CHUNK_BYTES // (8 * max(n, 1)), 1, 64))

@@ -10,7 +10,7 @@ float32; float64 features remove that).
 
 Backends (``backend=``): "faiss" (IndexFlatIP / IndexFlatL2, exact brute force), "torch" (float32
 or float64 matmul, blockwise) or "auto" (faiss when importable). The order of items with exactly
-equal scores is backend-specific here; use ``zssbir.metrics.evaluate`` (explicit tie policies) on
+equal scores is backend-specific here; use ``zssbir.eval.metrics.evaluate`` (explicit tie policies) on
 ``score_blocks`` for metrics. Inputs may be numpy arrays or torch tensors; bad inputs (wrong
 dimensions, NaN/inf, zero-norm rows when normalising) raise ``ValueError`` saying how to fix them.
 """
@@ -89,7 +89,7 @@ def score_blocks(query, gallery, *, metric: str = "cosine", normalize: bool = Tr
 
     Memory is one block (block_size x N). With ``reuse_buffer=True`` the same buffer is overwritten
     by the next block (much faster for large galleries: no fresh pages per block); consume each
-    block before asking for the next (``zssbir.metrics.evaluate`` does).
+    block before asking for the next (``zssbir.eval.metrics.evaluate`` does).
     Feed to ``evaluate(..., higher_is_better=(metric == "cosine"))``, or use ``evaluate_features``.
     """
     if block_size < 1:
@@ -160,7 +160,7 @@ def _search_faiss(q: torch.Tensor, g: torch.Tensor, k: int, metric: str) -> tupl
 
 def evaluate_features(query_feats, gallery_feats, query_labels, gallery_labels, *, metric: str = "cosine",
                       normalize: bool = True, block_size: int = 1024, **evaluate_kwargs):
-    """``zssbir.metrics.evaluate`` on exact cosine similarities (or Euclidean distances) computed
+    """``zssbir.eval.metrics.evaluate`` on exact cosine similarities (or Euclidean distances) computed
     block by block, never holding the full score matrix. Extra keyword arguments (metrics, preset,
     ap, average, ties, seed, ...) go to ``evaluate``; the score direction is set from ``metric``."""
     from .metrics import evaluate

@@ -15,10 +15,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import paths
-from .runtime import run_metadata
+from .. import paths
+from ..runtime import run_metadata
 
-SCHEMA = "zssbir.results/1"
+SCHEMA = "zssbir.study.results/1"
 
 
 def _metric_record(name: str, metric: Any, default_convention: Mapping | None) -> dict:
@@ -34,7 +34,7 @@ def _metric_record(name: str, metric: Any, default_convention: Mapping | None) -
                          f"check the features for NaN (e.g. a diverged training run)")
     if not record["convention"]:
         raise ValueError(f"metric {name!r} has no convention: say how it was computed (AP flavour, @K "
-                         f"denominator, averaging, ties), e.g. pass convention=zssbir.metrics.PRESETS[...]")
+                         f"denominator, averaging, ties), e.g. pass convention=zssbir.eval.metrics.PRESETS[...]")
     record["value"] = value
     return record
 

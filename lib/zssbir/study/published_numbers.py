@@ -2,7 +2,7 @@
 
 These are the ONLY typed result numbers of the study: what other papers and the ClusterRetri
 authors' released logs report, each with its source and the metric convention it was computed
-under (as far as known; the preset names are those of ``zssbir.metrics.PRESETS``). Tables put them
+under (as far as known; the preset names are those of ``zssbir.eval.metrics.PRESETS``). Tables put them
 beside the study's own numbers, which always come from results files.
 
 Conventions. The ZSE-SBIR table collects numbers that each paper computed with its own code:

@@ -1,5 +1,5 @@
-"""Cluster-then-retrieve (ClusterRetri, shared reference ``methods.md`` part A): product
-quantisation fitted on the unlabeled gallery, queries scored by asymmetric distance.
+"""Cluster-then-retrieve by product quantisation (PQ) and asymmetric distance (ADC) (ClusterRetri,
+shared reference ``methods.md`` part A): a quantiser fitted on the unlabeled gallery, queries scored by ADC.
 
 Transductive: the quantiser sees the GALLERY features only (never the queries or any label).
 Features are L2-normalised first (``normalize=True``, as retrieval features are); everything is
@@ -22,10 +22,10 @@ ADC      adc(q, n) = sum_m ||q^(m) - c_{m, codes[n, m]}||^2 = ||q - x_hat_n||^2,
          so at M = 1 every member of a cluster ties exactly.
 Variants ("adc", "fuse", "rerank"), all distances ranked ascending (``higher_is_better=False``):
   "adc"     the ADC alone; ties (items sharing a code tuple) follow the tie policy "random"
-            (default, seeded by the k-means seed) or "stable" (gallery index), see ``zssbir.ranking``.
+            (default, seeded by the k-means seed) or "stable" (gallery index), see ``zssbir.eval.relevant_ranks``.
             Random is the default because published lists are sorted by class: "stable" then keeps
-            each class's tied photos together, which raises AP (on the synthetic set at M = 1,
-            K = 10: 0.424 stable against 0.390-0.398 for five random orders).
+            each class's tied photos together, which raises AP (``03_cluster_analysis`` measures by
+            how much).
   "fuse"    (1 - w) * adc(q, n) + w * ||q - x_n||, w = ``fuse_weight`` (lambda_f, default 0.2).
             Exactly as methods.md writes it: the SQUARED PQ distance plus the plain (NOT squared)
             exact Euclidean distance. On unit vectors the first lies in [0, ~4], the second in [0, 2].
@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from .metrics import DEFAULT_METRICS, MetricResult, evaluate
-from .retrieval import as_features, l2_normalize
+from .exact_search import as_features, l2_normalize
 
 VARIANTS = ("adc", "fuse", "rerank")
 DEFAULT_SEED = 123  # the authors' k-means seed
@@ -69,7 +69,7 @@ def check_mk(d: int, n: int, M: int, K: int) -> None:
         raise ValueError(f"K = {K} centroids need at least {K} gallery items, got {n}; use K <= {n}")
 
 
-def _prepare(x, name: str, normalize: bool) -> torch.Tensor:
+def prepare_features(x, name: str, normalize: bool) -> torch.Tensor:
     t = as_features(x, name).float()
     return l2_normalize(t, name) if normalize else t.clone()  # never share memory with the caller
 
@@ -99,7 +99,7 @@ class ClusterIndex:
         """k-means with K centroids in each of M contiguous sub-spaces of the gallery features."""
         import faiss
 
-        g = _prepare(gallery, "gallery features", normalize)
+        g = prepare_features(gallery, "gallery features", normalize)
         n, d = g.shape
         check_mk(d, n, M, K)
         ds = d // M
@@ -124,7 +124,7 @@ class ClusterIndex:
         return float(((self.gallery.numpy() - self.reconstruct()) ** 2).sum(1).mean())
 
     def prepare_queries(self, query) -> torch.Tensor:
-        q = _prepare(query, "query features", self.normalize)
+        q = prepare_features(query, "query features", self.normalize)
         if q.shape[1] != self.dim:
             raise ValueError(f"query features have {q.shape[1]} dimensions but the index was fitted on "
                              f"{self.dim}-dimensional gallery features; both must share one embedding space")
@@ -252,5 +252,3 @@ def evaluate_clustered(query, gallery, query_labels, gallery_labels, M: int, K: 
     return index.evaluate(query, query_labels, gallery_labels, variant=variant, ties=ties, metrics=metrics,
                           preset=preset, fuse_weight=fuse_weight, block_size=block_size, **evaluate_kwargs)
 
-
-from .clustering_grid import cluster_stats, grid  # noqa: E402,F401  (re-exported)

@@ -1,6 +1,6 @@
 """The (M, K, variant) grid of cluster-then-retrieve, and cluster statistics against class labels.
 
-Both are re-exported by ``zssbir.clustering``; definitions of the method are there.
+The method (PQ fit, ADC, variants) is defined in ``zssbir.eval.cluster_retrieval``.
 
 Cluster statistics (``cluster_stats``) compare an assignment of the N gallery items to clusters
 with their class labels (labels are never used to fit):
@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+from .cluster_retrieval import (DEFAULT_FUSE_WEIGHT, DEFAULT_SEED, ClusterIndex, check_mk, prepare_features,
+                                resolve_ties)
 from .metrics import DEFAULT_METRICS
 
 GRID_MS = (1, 2, 4, 8, 16)  # sub-spaces in the released logs
@@ -28,8 +30,8 @@ GRID_COLUMNS = ("M", "K", "variant", "ties", "metric", "value", "fuse_weight", "
 
 def grid(query, gallery, query_labels, gallery_labels, *, Ms: Sequence[int] = GRID_MS, Ks: Sequence[int] = GRID_KS,
          variants: Sequence[str] = ("adc", "fuse", "rerank"), ties: Sequence[str] = ("random",),
-         metrics: Sequence[str] | str = DEFAULT_METRICS, preset: str | None = None, seed: int = 123,
-         fuse_weight: float = 0.2, niter: int = 20, normalize: bool = True, block_size: int = 1024,
+         metrics: Sequence[str] | str = DEFAULT_METRICS, preset: str | None = None, seed: int = DEFAULT_SEED,
+         fuse_weight: float = DEFAULT_FUSE_WEIGHT, niter: int = 20, normalize: bool = True, block_size: int = 1024,
          progress: Callable[[str], None] | None = None, **evaluate_kwargs):
     """Evaluate every (M, K, variant, tie policy) and return a long pandas DataFrame, one row per
     metric value (columns ``GRID_COLUMNS``). One index is fitted per (M, K) and shared by the
@@ -39,13 +41,11 @@ def grid(query, gallery, query_labels, gallery_labels, *, Ms: Sequence[int] = GR
     and NaN/None elsewhere. ``progress``, if given, is called with a line per fitted (M, K)."""
     import pandas as pd
 
-    from .clustering import ClusterIndex, _prepare, check_mk, resolve_ties
-
     names = [metrics] if isinstance(metrics, str) else list(metrics)
     runs = [(v, t) for v in variants for t in ((None,) if v == "rerank" else ties)]
     runs = [(v, resolve_ties(v, t)) for v, t in runs]  # validates variants and tie policies up front
-    g = _prepare(gallery, "gallery features", normalize)
-    q = _prepare(query, "query features", normalize)
+    g = prepare_features(gallery, "gallery features", normalize)
+    q = prepare_features(query, "query features", normalize)
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"query features have {q.shape[1]} dimensions but gallery features have {g.shape[1]}")
     rows = []

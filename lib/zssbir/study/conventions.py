@@ -1,6 +1,6 @@
 """The same scores under every metric convention: how much each published choice moves a number.
 
-Starting from a reference convention (a preset of ``zssbir.metrics.PRESETS``, ties stable by
+Starting from a reference convention (a preset of ``zssbir.eval.metrics.PRESETS``, ties stable by
 gallery index), one choice is changed at a time (axis, setting):
   ap                   voc | exact
   map_k_denominator    min_k_relevant | relevant_in_topk   (mAP@K with a finite K only)
@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import paths
-from .clustering import DEFAULT_SEED, ClusterIndex
-from .metrics import (AP_FLAVOURS, AVERAGES, DEFAULT_METRICS, MAP_K_DENOMINATORS, PREC_K_DENOMINATORS, PRESETS,
+from .. import paths
+from ..eval.cluster_retrieval import DEFAULT_SEED, ClusterIndex
+from ..eval.metrics import (AP_FLAVOURS, AVERAGES, DEFAULT_METRICS, MAP_K_DENOMINATORS, PREC_K_DENOMINATORS, PRESETS,
                       evaluate, parse_metric)
-from .retrieval import evaluate_features
+from ..eval.exact_search import evaluate_features
 
 FIELDS = ("ap", "map_k_denominator", "prec_k_denominator", "average")
 AXES = ("reference",) + FIELDS + ("ties", "preset")

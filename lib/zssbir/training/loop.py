@@ -23,14 +23,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import paths
+from .. import paths
 from .config import TrainConfig
-from .data.datasets import load_split
-from .data.quadruplets import quadruplet_batches
-from .data.samplers import SeededShuffleSampler, make_loader
-from .data.tools import ensure_dataset
-from .models.factory import build_model, transforms_for
-from .runtime import amp_dtype, init_distributed, resolve_device, seed_everything
+from ..data.datasets import load_split
+from ..data.quadruplets import quadruplet_batches
+from ..data.samplers import SeededShuffleSampler, make_loader
+from ..data.tools import ensure_dataset
+from ..models.factory import build_model, transforms_for
+from ..runtime import amp_dtype, init_distributed, resolve_device, seed_everything
 
 SELECTION_METRIC = {"metric": "map@all", "ap": "voc", "average": "query", "ties": "stable"}
 _IGNORED_ON_RESUME = ("device", "num_workers")
@@ -125,7 +125,7 @@ def _check_resumable(saved: dict, config: TrainConfig, run_dir: Path) -> None:
 
 def validation_score(model, config: TrainConfig, data: dict, device: torch.device, split: str) -> float:
     from .features import extract
-    from .retrieval import evaluate_features
+    from ..eval.exact_search import evaluate_features
 
     sketches, photos = data[(split, "sketch")], data[(split, "photo")]
     q = extract(model.embed, sketches, device=device)
@@ -228,7 +228,7 @@ def load_trained(run_dir: str | Path, which: str = "best", device: str = "auto")
     run_dir = Path(run_dir)
     path = run_dir / ("best.pt" if which == "best" else "checkpoint.pt")
     if not path.is_file():
-        raise FileNotFoundError(f"no {path.name} in {run_dir}: train first (zssbir.train.train) or check the path")
+        raise FileNotFoundError(f"no {path.name} in {run_dir}: train first (zssbir.training.loop.train) or check the path")
     state = torch.load(path, map_location="cpu", weights_only=False)
     config = TrainConfig.from_dict(state["config"])
     seen = load_split(config.dataset, "train", "photo", data_root=config.data_root, check_files=False)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from . import paths
-from .runtime import git_commit
+from .. import paths
+from ..runtime import git_commit
 
 
 @dataclass

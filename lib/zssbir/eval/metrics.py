@@ -7,7 +7,7 @@ nothing of models or data: they take scores (a full matrix or query blocks) and 
 Setting. A query (sketch) ranks the N gallery items (photos) by score: SIMILARITIES, higher first
 (``higher_is_better=False`` for distances); equal scores are ordered by the tie policy ``ties``
 (``"stable"``: gallery index; ``"random"``: a seeded random permutation; ``"secondary"``: a second
-score array, then index; see ``zssbir.ranking``). A gallery item is relevant when its label equals
+score array, then index; see ``zssbir.eval.relevant_ranks``). A gallery item is relevant when its label equals
 the query's. For one query let n be its number of relevant items and r_1 < ... < r_n their 1-based
 ranks; precision at the i-th hit is p_i = i / r_i. K is clipped to N (``K := min(K, N)``).
 
@@ -47,7 +47,7 @@ import re
 
 import numpy as np
 
-from .ranking import iter_rank_blocks, label_index, rank_positions  # noqa: F401  (re-exported)
+from .relevant_ranks import iter_rank_blocks, label_index
 
 AP_FLAVOURS = ("voc", "exact")
 MAP_K_DENOMINATORS = ("min_k_relevant", "relevant_in_topk")
@@ -193,10 +193,10 @@ def evaluate(scores, query_labels, gallery_labels, *, metrics: Sequence[str] | s
 
     ``scores``: a (Q, N) similarity matrix (numpy or torch), a callable ``f(start, end)`` returning
     a query block, or an iterable of ``(start, end, block[, secondary_block])`` such as
-    ``zssbir.retrieval.score_blocks(...)`` (then the full matrix never exists). Conventions:
+    ``zssbir.eval.exact_search.score_blocks(...)`` (then the full matrix never exists). Conventions:
     explicit arguments > ``preset`` (a key of ``PRESETS``) > ``DEFAULT_CONVENTION``; the tie
     policy (``ties``, ``seed``, ``secondary``) and score direction (``higher_is_better``) are
-    described in ``zssbir.ranking``. ``num_threads`` defaults to torch's thread count.
+    described in ``zssbir.eval.relevant_ranks``. ``num_threads`` defaults to torch's thread count.
     """
     conv = resolve_convention(preset, ap=ap, map_k_denominator=map_k_denominator,
                               prec_k_denominator=prec_k_denominator, average=average)

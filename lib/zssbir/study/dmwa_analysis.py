@@ -1,5 +1,5 @@
 """What the DMWA notebook calls: its ablation grid, the weight list of a trained model on probe pairs,
-and the plots of both. The training and scoring go through ``zssbir.experiment`` like every method."""
+and the plots of both. The training and scoring go through ``zssbir.study.scoring`` like every method."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import TrainConfig
-from .data.datasets import load_split
-from .data.quadruplets import QuadrupletDataset, QuadrupletSampler, stack_quadruplets
-from .models.factory import transforms_for
+from ..training.config import TrainConfig
+from ..data.datasets import load_split
+from ..data.quadruplets import QuadrupletDataset, QuadrupletSampler, stack_quadruplets
+from ..models.factory import transforms_for
 
 
 def variant_label(method_params: dict) -> str:

@@ -1,4 +1,4 @@
-"""The study's tables, built from results files (``zssbir.results``), never from typed numbers.
+"""The study's tables, built from results files (``zssbir.study.results``), never from typed numbers.
 
 Study table (one per data set): one row per method and variant, labelled by the results file's
 ``params["label"]`` when it has one, else derived from method, L_DA weight and retrieval
@@ -8,7 +8,7 @@ denominator, averaging). A column whose rows used different conventions says MIX
 the rows of each convention.
 
 Study vs published: the study's rows next to the published reference numbers
-(``zssbir.reference``) of every real benchmark, block by block, each row with its convention and
+(``zssbir.study.published_numbers``) of every real benchmark, block by block, each row with its convention and
 source; a benchmark the study has no results on says so.
 """
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import reference
-from .metrics import DEFAULT_METRICS
+from . import published_numbers
+from ..eval.metrics import DEFAULT_METRICS
 from .results import load_results, mean_std_text, results_frame, summary_table
 
 CONVENTION_ROW = "metric convention"
@@ -121,7 +121,7 @@ def study_table(frame: pd.DataFrame, dataset: str, metrics=DEFAULT_METRICS, digi
 
 
 def _published_block(dataset: str, metrics) -> pd.DataFrame:
-    ref = reference.reference_frame(dataset)
+    ref = published_numbers.reference_frame(dataset)
     ref = ref.assign(row=[f"{m}, {v}" if v else m for m, v in zip(ref["method"], ref["variant"])])
     wide = ref.pivot_table(index="row", columns="metric", values="value", aggfunc="first", sort=False)
     wide = wide.reindex(columns=list(metrics)).map(_published_text)
@@ -146,9 +146,9 @@ def study_vs_published(frame: pd.DataFrame, study_dataset: str, metrics=DEFAULT_
     """Blocks of rows: the study on ``study_dataset`` (when it is not a real benchmark), then for every real
     benchmark the published numbers and the study's own (or a note that it has none)."""
     blocks = []
-    if study_dataset not in reference.DATASETS:
+    if study_dataset not in published_numbers.DATASETS:
         blocks.append(_study_block(frame, study_dataset, metrics).assign(block=f"this study, on {study_dataset}"))
-    for dataset in reference.DATASETS:
+    for dataset in published_numbers.DATASETS:
         blocks.append(_published_block(dataset, metrics).assign(block=f"published, on {dataset}"))
         blocks.append(_study_block(frame, dataset, metrics).assign(block=f"this study, on {dataset}"))
     out = pd.concat(blocks, ignore_index=True)
