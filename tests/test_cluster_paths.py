@@ -90,7 +90,11 @@ def test_random_layouts_identical_per_query_values(seed, monkeypatch):
     rng = np.random.default_rng(1000 + seed)
     block = int(rng.integers(1, 12))
     for ties, tie_seed in [("stable", None), ("random", seed), ("random", seed + 1)]:
-        for conv in CONVENTIONS[::3] if ties == "random" else CONVENTIONS:
+        # identical ranks give identical values under any convention: each layout tries two (every
+        # convention comes up across the layouts), every fourth layout all of them
+        every = seed % 4 == 0 and ties == "stable"
+        for conv in CONVENTIONS if every else [CONVENTIONS[seed % len(CONVENTIONS)],
+                                               CONVENTIONS[(seed + 5) % len(CONVENTIONS)]]:
             cells, scores = both_paths(index, q, ql, gl, ties=ties, tie_seed=tie_seed, block_size=block,
                                        num_threads=int(rng.integers(1, 4)), **conv)
             assert_same(cells, scores)
@@ -208,17 +212,15 @@ def test_fitted_indexes_and_grid_identical(monkeypatch):
     gl, ql = np.arange(400) % 6, np.arange(120) % 6
     g = (centres[gl] + 0.8 * rng.standard_normal((400, 32))).astype(np.float32)
     q = (centres[ql] + 1.2 * rng.standard_normal((120, 32))).astype(np.float32)
-    for M, K in [(1, 4), (2, 8), (4, 16), (16, 8), (32, 2)]:
+    for M, K in [(1, 4), (2, 8), (16, 8), (32, 2)]:
         index = ClusterIndex.fit(g, M, K)
         assert index.choose_path("adc") == "cells"
         for ties in ("stable", "random"):
             assert_same(*both_paths(index, q, ql, gl, ties=ties, preset="clusterretri", block_size=50))
-    auto = grid(q, g, ql, gl, Ms=(1, 4, 3), Ks=(4, 16), variants=("adc",), ties=("stable", "random"),
-                metrics=["map@all", "prec@100"])
-    scores = grid(q, g, ql, gl, Ms=(1, 4, 3), Ks=(4, 16), variants=("adc",), ties=("stable", "random"),
-                  metrics=["map@all", "prec@100"], path="scores")
+    kw = dict(Ms=(4, 3), Ks=(16,), variants=("adc",), ties=("stable", "random"), metrics=["map@all", "prec@100"])
+    auto, scores = grid(q, g, ql, gl, **kw), grid(q, g, ql, gl, path="scores", **kw)
     cols = ["M", "K", "variant", "ties", "metric", "value", "skipped", "reason"]
-    assert auto[cols].equals(scores[cols]) and auto.skipped.sum() == 2
+    assert auto[cols].equals(scores[cols]) and auto.skipped.sum() == 1 and (~auto.skipped).sum() == 4
     one = evaluate_clustered(q, g, ql, gl, 2, 8, metrics=["map@all"])["map@all"]
     two = evaluate_clustered(q, g, ql, gl, 2, 8, metrics=["map@all"], path="scores")["map@all"]
     np.testing.assert_array_equal(one.per_query, two.per_query)

@@ -42,6 +42,7 @@ from .relevant_ranks import LabelIndex, RankBlock, tiebreak_ranks
 
 _F32_INF = 0x7F800000  # bits of +inf; larger: NaN
 _CHUNK_ELEMENTS = 1 << 19  # cell distances per chunk of rows (2 MiB of float32, with bins and flags in cache)
+_BINS_BELOW = 1  # bins per row: the power of two in [C / 2**_BINS_BELOW, 2 C / 2**_BINS_BELOW)
 
 
 def cells_of(codes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -114,7 +115,7 @@ class CellRanker:
         self.ucell = np.concatenate(ucells).astype(np.int64)
         self.uitems = np.concatenate(uitems).astype(np.int64)
         self.uiptr = np.concatenate([[0], np.cumsum(np.concatenate(ucounts))]).astype(np.int64)
-        self.bin_bits = max(0, int(self.n_cells - 1).bit_length() - 1)  # at most 2**bin_bits in [C/2, C) bins a row
+        self.bin_bits = max(0, int(self.n_cells - 1).bit_length() - _BINS_BELOW)  # at most 2**bin_bits bins a row
         self.chunk = int(max(1, _CHUNK_ELEMENTS // self.n_cells))
         self._weights: dict[int, np.ndarray | None] = {}
 

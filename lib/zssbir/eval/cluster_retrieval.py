@@ -18,8 +18,15 @@ Encode   codes[n, m] = argmin_k ||x_n^(m) - c_{m,k}||^2 (the nearest centroid, r
 ADC      adc(q, n) = sum_m ||q^(m) - c_{m, codes[n, m]}||^2 = ||q - x_hat_n||^2, a squared
          distance: SMALLER IS BETTER. Computed per query block from lookup tables
          T[b, m, k] = ||q_b^(m) - c_{m,k}||^2 (shape [B, M, K]) gathered by the codes. Items with
-         the same code tuple get bit-identical scores (same table entries, same summation order),
-         so at M = 1 every member of a cluster ties exactly.
+         the same code tuple get bit-identical scores (same table entries, same summation order,
+         m = 0 .. M-1 from left to right in float32; ``gather_sum``), so at M = 1 every member of
+         a cluster ties exactly.
+Ranking  (how, never what: ``ClusterIndex.evaluate(path=...)``). "scores": the (B, N) distance
+         blocks through ``metrics.evaluate`` / ``relevant_ranks`` (an O(N log N) sort per query).
+         "cells" (variant "adc"): the distances of the C <= N distinct code tuples (PQ cells),
+         ranked by ``zssbir.eval.cell_ranks`` in O(C + relevant items) per query, with the same
+         ranks and so bit-identical per-query values under every tie policy and convention.
+         "auto" (default) takes "cells" for "adc", "scores" for "fuse" and "rerank".
 Variants ("adc", "fuse", "rerank"), all distances ranked ascending (``higher_is_better=False``):
   "adc"     the ADC alone; ties (items sharing a code tuple) follow the tie policy "random"
             (default, seeded by the k-means seed) or "stable" (gallery index), see ``zssbir.eval.relevant_ranks``.
