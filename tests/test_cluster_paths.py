@@ -120,7 +120,7 @@ def test_exact_ties_across_cells_are_ordered_jointly():
 def distance_cases():
     rng = np.random.default_rng(7)
     for case in range(24):
-        n_q, C = int(rng.integers(1, 30)), int(rng.integers(1, 40))
+        n_q, C = int(rng.integers(1, 30)), int(rng.integers(1, 60))
         kind = case % 4
         if kind == 0:  # few distinct values: ties everywhere
             dist = rng.integers(0, 3, (n_q, C)).astype(np.float32)
@@ -130,7 +130,8 @@ def distance_cases():
             dist = (rng.standard_normal((n_q, C)) * 10.0 ** rng.integers(-20, 20, (n_q, C))).astype(np.float32)
         else:
             dist = rng.random((n_q, C)).astype(np.float32)
-        n = int(rng.integers(C, 3 * C + 2))
+        # cells of several items (a weighted histogram), or nearly all of one item (plain counts plus the few)
+        n = int(rng.integers(C, 3 * C + 2)) if case % 3 else C + int(rng.integers(0, C // 10 + 1))
         cell_of = np.concatenate([np.arange(C), rng.integers(0, C, n - C)])[rng.permutation(n)]
         if case % 5 == 0:  # empty cells: no item points at the last cells
             cell_of = cell_of % max(1, C - 2)

@@ -117,7 +117,11 @@ class CellRanker:
         self.uiptr = np.concatenate([[0], np.cumsum(np.concatenate(ucounts))]).astype(np.int64)
         self.bin_bits = max(0, int(self.n_cells - 1).bit_length() - _BINS_BELOW)  # at most 2**bin_bits bins a row
         self.chunk = int(max(1, _CHUNK_ELEMENTS // self.n_cells))
-        self._weights: dict[int, np.ndarray | None] = {}
+        # cells not of exactly one item (several, or none): few when cells are nearly unique (then
+        # corrected on top of a plain histogram of the cells), else the histogram is weighted by size
+        self.irregular = np.flatnonzero(self.sizes != 1)
+        self.weighted = len(self.irregular) * 8 > self.n_cells
+        self._weights: dict[int, np.ndarray] = {}
 
     # ------------------------------------------------------------------------------------ blocks
     def rank_block(self, start: int, end: int, dist: Callable[[int, int], np.ndarray], pool: ThreadPoolExecutor,
@@ -184,8 +188,8 @@ class CellRanker:
         g >>= shift
         g = g.reshape(-1)  # cell-major: element (c, r) at c * rows + r
         # 2. items in the lower bins of the row: a flat cumulative histogram minus the rows before
-        #    (each row's histogram sums to the gallery size); exact integers (float64 below 2**53)
-        hist = np.bincount(g, weights=self._cell_weights(rows), minlength=rows * nb)
+        #    (each row's histogram sums to the gallery size)
+        hist = self._histogram(g, rows, rows * nb)
         below = np.cumsum(hist)
         gu = g[pu * rows + pr]
         base = (below[gu] - hist[gu]).astype(np.int64) - pr * self.labels.n_gallery
@@ -254,11 +258,17 @@ class CellRanker:
         k = np.where(b < 0, -mag, mag)
         return k, int(k.min()), int(k.max()), 1 << 31
 
-    def _cell_weights(self, rows: int) -> np.ndarray | None:
-        """Histogram weights of a cell-major chunk of ``rows`` rows (None: every cell holds one item)."""
-        if rows not in self._weights:
-            self._weights[rows] = None if (self.sizes == 1).all() else np.repeat(self.sizes.astype(np.float64), rows)
-        return self._weights[rows]
+    def _histogram(self, g: np.ndarray, rows: int, length: int) -> np.ndarray:
+        """Items per bin: the cells of a cell-major chunk of ``rows`` rows (bins ``g``) weighted by their sizes."""
+        if self.weighted:
+            if rows not in self._weights:
+                self._weights[rows] = np.repeat(self.sizes.astype(np.float64), rows)
+            return np.bincount(g, weights=self._weights[rows], minlength=length)  # exact: integers below 2**53
+        hist = np.bincount(g, minlength=length)
+        if len(self.irregular):
+            at = g.reshape(self.n_cells, rows)[self.irregular].reshape(-1)
+            np.add.at(hist, at, np.repeat(self.sizes[self.irregular] - 1, rows))
+        return hist
 
     def _raise_nonfinite(self, x, row0):
         i = int(np.flatnonzero(~np.isfinite(x).all(0))[0])
