@@ -275,11 +275,12 @@ class ClusterIndex:
                     end = min(start + block_size, len(q))
                     if end > n_queries:
                         raise ValueError(f"score block [{start}, {end}) runs past the {n_queries} query labels")
-                    # the block's tables exactly as the score path computes them, transposed: (M K, B)
-                    lut_t = self.tables(q[start:end]).reshape(end - start, self.M * self.K).T.contiguous()
+                    # the block's tables exactly as the score path computes them (B, M K); the workers
+                    # take their rows, transposed (in a worker thread, torch runs single-threaded)
+                    lut = self.tables(q[start:end]).reshape(end - start, self.M * self.K)
 
-                    def dist(a, b, lut_t=lut_t):  # cell-major (C, b - a) distances of block rows [a, b)
-                        return gather_sum_cellmajor(lut_t[:, a:b].contiguous(), cols).numpy()
+                    def dist(a, b, lut=lut):  # cell-major (C, b - a) distances of block rows [a, b)
+                        return gather_sum_cellmajor(lut[a:b].T.contiguous(), cols).numpy()
                     yield ranker.rank_block(start, end, dist, pool, threads)
             if len(q) != n_queries:
                 raise ValueError(f"score blocks covered {len(q)} queries but {n_queries} query labels were given")
