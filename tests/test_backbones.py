@@ -11,7 +11,8 @@ from PIL import Image
 from torch import nn
 
 from zssbir.data.transforms import CLIP_MEAN
-from zssbir.models import BackboneOutput, backbone_transform, build_backbone, trainable_parameters
+from zssbir.data.transforms import build_transform
+from zssbir.models import BackboneOutput, build_backbone, trainable_parameters
 
 TINY = "clip:zssbir-tiny-vit"
 
@@ -62,7 +63,7 @@ def test_small_contract_and_sizes():
     assert (net.image_size, net.token_dim, net.transform_convention) == (64, 128, "sake")
     net48 = build_backbone("small", image_size=48, width=64, heads=2, pool="cls")
     _check_contract(net48, net48(torch.randn(3, 3, 48, 48)), 3, n_tokens=36)
-    x = backbone_transform(net, "sketch", train=True)(Image.new("RGB", (80, 70), "white"))
+    x = build_transform("sketch", net.image_size, net.transform_convention, train=True)(Image.new("RGB", (80, 70), "white"))
     assert x.shape == (3, 64, 64)
     with pytest.raises(ValueError, match="multiple of 8"):
         build_backbone("small", image_size=60)
@@ -236,7 +237,7 @@ def test_clip_loads_the_saved_weights_and_uses_open_clip_preprocessing(tiny_clip
     for split in ("train", "eval"):
         norm = [t for t in net.preprocess[split].transforms if type(t).__name__ == "Normalize"]
         assert len(norm) == 1 and tuple(norm[0].mean) == pytest.approx(CLIP_MEAN)
-    x = backbone_transform(net, "photo")(Image.new("RGB", (50, 40), "red"))
+    x = net.preprocess["eval"](Image.new("RGB", (50, 40), "red"))
     assert x.shape == (3, 32, 32)
     assert torch.equal(net(x[None]).embedding, net(x[None], torch.tensor([1])).embedding)  # domain ignored
 

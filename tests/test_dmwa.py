@@ -221,7 +221,7 @@ def test_dmwa_parameter_files_are_valid():
 
 
 def test_run_names_tell_dmwa_settings_apart():
-    from zssbir.study.scoring import run_name
+    from zssbir.training.identity import run_name
 
     def name(**mp):
         return run_name(TrainConfig(method="dmwa", lambda_da=0.0, method_params=mp))

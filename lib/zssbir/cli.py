@@ -69,6 +69,7 @@ def _parse_value(text: str):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from . import paths
     from .training.config import TrainConfig
     from .training.loop import train
 
@@ -78,8 +79,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if not sep:
             raise ValueError(f"--set takes key=value, got {item!r}")
         values[key] = _parse_value(value)
-    result = train(TrainConfig.from_dict(values), run_name=args.run_name, run_dir=args.run_dir,
-                   resume=not args.no_resume, progress=not args.quiet)
+    run_dir = args.run_dir or (paths.runs_dir() / "train" / args.run_name if args.run_name else None)
+    result = train(TrainConfig.from_dict(values), run_dir=run_dir, resume=not args.no_resume, progress=not args.quiet,
+                   if_code_changed=args.if_code_changed)
     if result.history:
         print(f"trained {result.run_dir}: best epoch {result.best_epoch + 1}, "
               f"last val mAP@all {result.history[-1].get('val_map@all', float('nan')):.4f}")
@@ -91,9 +93,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .study import scoring
     from .study.results import load_results
+    from .training.loop import load_trained
 
     run_dir = Path(args.run_dir)
-    model, config = scoring.load_run(run_dir, device=args.device)
+    model, config = load_trained(run_dir, device=args.device)
     cluster = (int(args.cluster[0]), int(args.cluster[1]), args.cluster[2]) if args.cluster else None
     written = scoring.score_and_record(model, config, args.name or run_dir.name, preset=args.preset,
                                           cluster=cluster, label=args.label, device=args.device,
@@ -137,8 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a method (resumes from the run's checkpoint; works under torchrun)")
     tr.add_argument("--config", default=None, help="YAML file of TrainConfig parameters")
     tr.add_argument("--set", nargs="*", help="override parameters: key=value (YAML values)")
-    tr.add_argument("--run-name", default=None)
-    tr.add_argument("--run-dir", default=None)
+    tr.add_argument("--run-name", default=None, help="folder name under <runs>/train (default: from the settings)")
+    tr.add_argument("--run-dir", default=None, help="the run folder itself")
+    tr.add_argument("--if-code-changed", default="refuse", choices=("refuse", "retrain", "reuse"),
+                    help="when the run's checkpoint was written by other training code")
     tr.add_argument("--no-resume", action="store_true", help="start again even if a checkpoint exists")
     tr.add_argument("--quiet", action="store_true", help="no progress bars")
     tr.set_defaults(func=_cmd_train)

@@ -55,8 +55,12 @@ def _backbone(config: TrainConfig, **extra) -> nn.Module:
 
 
 def transforms_for(model: nn.Module, config: TrainConfig, train: bool) -> dict[str, Callable]:
-    """{domain: PIL -> tensor}: the backbone's own preprocessing (open_clip), else ``config.transform``."""
-    from .backbones import backbone_transform
+    """{domain: PIL -> tensor}: an open_clip tower's own preprocessing, else ``config.transform`` at
+    ``config.image_size`` (with the training augmentation when ``train`` and ``config.augment``)."""
+    from ..data.transforms import build_transform
 
-    return {d: backbone_transform(model.backbone, d, train=train and config.augment, convention=config.transform)
+    preprocess = getattr(model.backbone, "preprocess", None)
+    if preprocess is not None:
+        return {d: preprocess["train" if train and config.augment else "eval"] for d in ("sketch", "photo")}
+    return {d: build_transform(d, config.image_size, config.transform, train=train and config.augment)
             for d in ("sketch", "photo")}

@@ -1,13 +1,10 @@
-"""What the notebooks call: train (or resume) a run, get its cached features, score them, record results.
+"""Scoring a trained run: its cached features of a split, exact and cluster-then-retrieve scores, results files.
 
 A run's results are one JSON per retrieval procedure (exact, or cluster-then-retrieve with its
 M, K and variant), named ``<run name>__<retrieval>``, so tables can group them freely.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,29 +14,6 @@ from ..data.datasets import load_split
 from ..training.features import cached_features
 from ..models.factory import transforms_for
 from .results import write_results
-from ..training.loop import TrainResult, default_run_dir, load_trained, train
-
-
-def run_name(config: TrainConfig, tag: str = "") -> str:
-    """A readable, unique-enough run name: method, data set, backbone, key weights, seed."""
-    parts = [config.method, config.dataset, config.backbone.replace(":", "-")]
-    if config.method == "dmwa":
-        from ..models.dmwa import DMWAParams
-
-        mp = dataclasses.asdict(DMWAParams.from_dict(config.method_params))
-        parts += [f"w{mp.pop('weighting')}", mp.pop("loss")]
-        # the other options only when they differ from the defaults, as a short digest
-        changed = {k: v for k, v in mp.items() if v != getattr(DMWAParams, k)}
-        if changed:
-            parts.append("p" + hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8])
-    else:
-        parts.append(f"lda{config.lambda_da:g}")
-    return "_".join(parts + ([tag] if tag else []) + [f"seed{config.seed}"])
-
-
-def train_or_resume(config: TrainConfig, name: str | None = None, progress: bool = True) -> TrainResult:
-    """Train into runs/train/<name>; a finished run is only reloaded, an interrupted one resumes."""
-    return train(config, run_dir=default_run_dir(config, name or run_name(config)), progress=progress)
 
 
 def split_features(model, config: TrainConfig, split: str = "zero", device: str = "auto",
@@ -52,10 +26,6 @@ def split_features(model, config: TrainConfig, split: str = "zero", device: str 
         ds = load_split(config.dataset, split, domain, data_root=config.data_root, transform=tf[domain])
         out[domain] = cached_features(model.embed, model, ds, device=device, progress=progress)
     return out
-
-
-def load_run(run_dir: str | Path, device: str = "auto"):
-    return load_trained(run_dir, device=device)
 
 
 def record(name: str, config: TrainConfig, metrics: dict, *, retrieval: dict, extra: dict | None = None,

@@ -11,6 +11,10 @@ from pathlib import Path
 import yaml
 
 SELECTIONS = ("seen_val", "unseen_test", "last")
+# settings that change where or how fast a run trains, not what it learns (not part of its identity)
+RUNTIME_FIELDS = ("device", "num_workers", "data_root")
+# defaults that depend on the method: a field left at None takes its method's value
+METHOD_DEFAULTS = {"clusterretri": {"lambda_da": 0.1}, "dmwa": {"lambda_da": 0.0}}
 
 
 @dataclass
@@ -29,7 +33,8 @@ class TrainConfig:
     lr: float = 2e-3
     lr_final_factor: float = 1e-2       # lr at epoch e = lr * lr_final_factor ** (e / epochs); authors: 1e-3
     weight_decay: float = 5e-4
-    lambda_da: float = 0.1              # weight of ClusterRetri's distribution alignment loss
+    lambda_da: float | None = None      # weight of ClusterRetri's distribution alignment loss; None = the
+                                        # method's default (METHOD_DEFAULTS: 0.1 for clusterretri, 0 for dmwa)
     lambda_kd: float = 0.0              # weight of SAKE distillation (needs teacher_weights)
     teacher_weights: str | None = None  # ImageNet SE-ResNet50 checkpoint for SAKE distillation
     kd_temperature: float = 1.0
@@ -44,6 +49,11 @@ class TrainConfig:
     num_workers: int = 0
 
     def __post_init__(self):
+        if self.method not in METHOD_DEFAULTS:
+            raise ValueError(f"unknown method {self.method!r}; known: {sorted(METHOD_DEFAULTS)}")
+        for name, value in METHOD_DEFAULTS[self.method].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
         for name in ("epochs", "batch_size", "embed_dim", "image_size"):

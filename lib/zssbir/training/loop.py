@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .. import paths
-from .config import TrainConfig
+from .config import RUNTIME_FIELDS, TrainConfig
+from .identity import CODE_CHANGE_POLICIES, code_changes, default_run_dir, training_code
 from ..data.datasets import load_split
 from ..data.quadruplets import quadruplet_batches
 from ..data.samplers import SeededShuffleSampler, make_loader
@@ -33,7 +33,6 @@ from ..models.factory import build_model, transforms_for
 from ..runtime import amp_dtype, init_distributed, resolve_device, seed_everything
 
 SELECTION_METRIC = {"metric": "map@all", "ap": "voc", "average": "query", "ties": "stable"}
-_IGNORED_ON_RESUME = ("device", "num_workers")
 
 
 @dataclass
@@ -109,18 +108,27 @@ def mixed_batches(data: dict, config: TrainConfig, epoch: int, rank: int, world:
 BATCHES = {"clusterretri": mixed_batches, "dmwa": quadruplet_batches}
 
 
-def default_run_dir(config: TrainConfig, run_name: str | None = None) -> Path:
-    name = run_name or f"{config.method}_{config.dataset}_{config.backbone.replace(':', '-')}_seed{config.seed}"
-    return paths.runs_dir() / "train" / name
-
-
 def _check_resumable(saved: dict, config: TrainConfig, run_dir: Path) -> None:
     now = config.to_dict()
-    diff = sorted(k for k in set(saved) | set(now) if k not in _IGNORED_ON_RESUME and saved.get(k) != now.get(k))
+    diff = sorted(k for k in set(saved) | set(now) if k not in RUNTIME_FIELDS and saved.get(k) != now.get(k))
     if diff:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
-        raise ValueError(f"{run_dir} holds a run with other parameters ({detail}). Use another run_name, "
+        raise ValueError(f"{run_dir} holds a run with other parameters ({detail}). Use another run folder, "
                          f"or resume=False to start it again (its checkpoint is then overwritten)")
+
+
+def _check_code(saved: dict, current: dict, run_dir: Path, policy: str) -> bool:
+    """Whether the checkpoint in ``run_dir`` may be used, given the code that trained it and ``policy``."""
+    changed = code_changes(saved.get("code"), current)
+    if not changed or policy == "reuse":
+        return True
+    if policy == "retrain":
+        print(f"{run_dir.name}: the training code changed since this run was trained ({', '.join(changed)}); "
+              "training it again")
+        return False
+    raise ValueError(f"{run_dir} was trained by other code (changed: {', '.join(changed)}). Train it again with "
+                     "if_code_changed='retrain' (zssbir train --if-code-changed retrain), or use it as it is with "
+                     "'reuse'")
 
 
 def validation_score(model, config: TrainConfig, data: dict, device: torch.device, split: str) -> float:
@@ -136,14 +144,19 @@ def validation_score(model, config: TrainConfig, data: dict, device: torch.devic
     return result[conv["metric"]].value
 
 
-def train(config: TrainConfig, *, run_name: str | None = None, run_dir: str | Path | None = None,
-          resume: bool = True, progress: bool = True) -> TrainResult:
-    """Train ``config`` into ``run_dir`` (checkpoint.pt, best.pt, config.yaml, history.json)."""
+def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: bool = True, progress: bool = True,
+          if_code_changed: str = "refuse") -> TrainResult:
+    """Train ``config`` into ``run_dir`` (default ``<runs>/train/<run name>``; it receives checkpoint.pt,
+    best.pt, config.yaml, history.json). A checkpoint there is resumed (a finished run is only reloaded)
+    when its settings match and the training code is the one that wrote it; when the code changed,
+    ``if_code_changed`` decides: "refuse" (an error naming the changed files), "retrain" or "reuse"."""
+    if if_code_changed not in CODE_CHANGE_POLICIES:
+        raise ValueError(f"if_code_changed must be one of {CODE_CHANGE_POLICIES}, got {if_code_changed!r}")
     device = resolve_device(config.device)
     rank, world = init_distributed(device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    run_dir = Path(run_dir) if run_dir else default_run_dir(config, run_name)
+    run_dir = Path(run_dir) if run_dir else default_run_dir(config)
     seed_everything(config.seed)
     if rank == 0:
         ensure_dataset(config.dataset, data_root=config.data_root, progress=progress)
@@ -165,8 +178,9 @@ def train(config: TrainConfig, *, run_name: str | None = None, run_dir: str | Pa
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     history, start, best = [], 0, {"epoch": -1, "score": -float("inf")}
     ckpt_path = run_dir / "checkpoint.pt"
-    if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+    code = training_code()
+    state = torch.load(ckpt_path, map_location=device, weights_only=False) if resume and ckpt_path.is_file() else None
+    if state is not None and _check_code(state, code, run_dir, if_code_changed):
         _check_resumable(state["config"], config, run_dir)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -212,11 +226,11 @@ def train(config: TrainConfig, *, run_name: str | None = None, run_dir: str | Pa
                 best = {"epoch": epoch, "score": record["val_map@all"]}
                 _atomic_save({"model": model.state_dict(), "epoch": epoch, "config": config.to_dict(),
                               "selection": config.selection, "score": best["score"],
-                              "score_convention": SELECTION_METRIC}, run_dir / "best.pt")
+                              "score_convention": SELECTION_METRIC, "code": code}, run_dir / "best.pt")
             history.append(record)
             _atomic_save({"config": config.to_dict(), "epoch": epoch, "model": model.state_dict(),
                           "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state(),
-                          "history": history, "best": best}, ckpt_path)
+                          "history": history, "best": best, "code": code}, ckpt_path)
             (run_dir / "history.json").write_text(json.dumps(history, indent=2), encoding="utf-8")
         if world > 1:
             torch.distributed.barrier()
