@@ -64,21 +64,46 @@ def score_and_record(model, config: TrainConfig, name: str, *, preset: str = "cl
 CHANCE_LABEL = "chance (random ranking)"
 
 
-def record_chance(dataset: str, *, seeds: int = 5, preset: str = "clusterretri", data_root: str | None = None,
-                  out_dir: str | Path | None = None) -> list[Path]:
-    """The chance level of the unseen split, scored like the runs: every photo gets the same score and
-    ties are ordered randomly (seed s), i.e. a uniformly random ranking per query. One results JSON per
-    seed (``chance_<dataset>_seed<s>``, row label ``CHANCE_LABEL``), so the tables show its mean ± std."""
+def chance_metrics(dataset: str, seed: int, *, preset: str = "clusterretri", data_root: str | None = None) -> dict:
+    """The metrics of a uniformly random ranking of the unseen split: every photo gets the same score
+    and ties are ordered randomly (``seed``), scored under ``preset`` like the runs."""
     from ..eval.metrics import evaluate
 
     sketches = load_split(dataset, "zero", "sketch", data_root=data_root, check_files=False)
     photos = load_split(dataset, "zero", "photo", data_root=data_root, check_files=False)
-    n_gallery = len(photos)
 
     def tied(start: int, end: int) -> np.ndarray:
-        return np.zeros((end - start, n_gallery), dtype=np.float32)
+        return np.zeros((end - start, len(photos)), dtype=np.float32)
 
+    return evaluate(tied, sketches.labels, photos.labels, preset=preset, ties="random", seed=seed)
+
+
+def chance_level(dataset: str, *, seeds: int = 5, preset: str = "clusterretri", data_root: str | None = None) -> dict:
+    """{metric: mean over ``seeds`` random rankings} of the unseen split (see ``chance_metrics``)."""
+    values = [chance_metrics(dataset, s, preset=preset, data_root=data_root) for s in range(seeds)]
+    return {m: float(np.mean([v[m].value for v in values])) for m in values[0]}
+
+
+def record_chance(dataset: str, *, seeds: int = 5, preset: str = "clusterretri", data_root: str | None = None,
+                  out_dir: str | Path | None = None) -> list[Path]:
+    """The chance level as results files, one per seed (``chance_<dataset>_seed<s>``, row label
+    ``CHANCE_LABEL``), so the tables show its mean ± std beside the runs."""
     params = {"method": "chance", "dataset": dataset, "label": CHANCE_LABEL, "retrieval": {"kind": "random"}}
     return [write_results(f"chance_{dataset}_seed{s}", params=params, seed=s, out_dir=out_dir,
-                          metrics=evaluate(tied, sketches.labels, photos.labels, preset=preset, ties="random", seed=s))
+                          metrics=chance_metrics(dataset, s, preset=preset, data_root=data_root))
             for s in range(seeds)]
+
+
+def run_sentences(scores, chance: dict | None = None, digits: int = 3) -> list[str]:
+    """One sentence per results file of a run (a ``results_frame``): its metrics, against chance when given."""
+    from .tables import procedure_text
+
+    out = []
+    for name, rows in scores.groupby("name", sort=False):
+        values = dict(zip(rows["metric"], rows["value"]))
+        parts = [f"{m} {v:.{digits}f}" + (f" (chance {chance[m]:.{digits}f})" if chance and m in chance else "")
+                 for m, v in values.items()]
+        first = rows.iloc[0]
+        out.append(f"{procedure_text(first['retrieval'], first['M'], first['K'], first['variant'])}: "
+                   + ", ".join(parts) + ".")
+    return out
