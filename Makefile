@@ -25,9 +25,8 @@ data: setup ## generate the embedded synthetic benchmark into data/datasets/synt
 reports: setup ## regenerate every report (notebooks in notebooks/pipeline.yml) into reports/
 	$(PY) -m zssbir.cli reports --pipeline $(PIPELINE) --readme
 
-test: setup ## run every test: unit tests, notebooks with tiny parameters, nbval
+test: setup ## run every test: unit tests, and the notebook pipeline with tiny parameters in temporary folders
 	$(PY) -m pytest -q tests
-	$(PY) -m pytest -q --nbval-lax notebooks
 
 bench: setup ## print speed and memory figures of metrics (and retrieval) against naive baselines
 	$(PY) bench/bench_metrics.py
