@@ -39,8 +39,10 @@ def build_model(config: TrainConfig, class_names: Sequence[str]) -> nn.Module:
                              f"(got lambda_da={config.lambda_da}, lambda_kd={config.lambda_kd})")
         backbone = _backbone(config)
         text_model, text_pretrained = text_tower_choice(config.backbone, config.pretrained, params)
-        texts = encode_class_texts(class_names, text_model, text_pretrained, seed=params.text_seed)
-        return DMWA(backbone, *texts, params=params)
+        texts = encode_class_texts(class_names, text_model, text_pretrained, seed=params.text_seed,
+                                   tokens=params.text_tokens)
+        return DMWA(backbone, texts[0], texts[1], params=params, text_sketch_tokens=texts[2] if len(texts) > 2 else None,
+                    text_photo_tokens=texts[3] if len(texts) > 2 else None)
     raise AssertionError("unreachable")
 
 

@@ -15,14 +15,19 @@ from ..viz import image_grid
 
 
 def variant_label(method_params: dict) -> str:
-    """A table row label, e.g. "DMWA (weighting both, quadruplet)"."""
-    return f"DMWA (weighting {method_params.get('weighting', 'both')}, {method_params.get('loss', 'quadruplet')})"
+    """A table row label, e.g. "DMWA (weighting both, quadruplet)", or "DMWA (weighting both inverse, quadruplet)"
+    when misaligned pairs weigh more."""
+    inverse = " inverse" if method_params.get("emphasis", "aligned") == "misaligned" else ""
+    return (f"DMWA (weighting {method_params.get('weighting', 'both')}{inverse}, "
+            f"{method_params.get('loss', 'quadruplet')})")
 
 
-def ablation_grid(main: dict, weightings: list[str], loss_forms: list[str]) -> list[dict]:
+def ablation_grid(main: dict, weightings: list[str], loss_forms: list[str], emphases: list[str] = ()) -> list[dict]:
     """method_params of every ablation run: the main settings with each weighting (main loss form),
-    then with each loss form (main weighting); duplicates removed, the main settings first."""
+    then with each loss form (main weighting), then with each emphasis (aligned or misaligned pairs
+    weigh more); duplicates removed, the main settings first."""
     grid = [dict(main)] + [dict(main, weighting=w) for w in weightings] + [dict(main, loss=f) for f in loss_forms]
+    grid += [dict(main, emphasis=e) for e in emphases]
     unique: list[dict] = []
     for params in grid:
         if params not in unique:
