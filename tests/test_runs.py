@@ -16,7 +16,8 @@ TINY = dict(dataset="synthetic_tiny", image_size=32, embed_dim=32, batch_size=12
 OTHER = {"data_root": "/elsewhere", "pretrained": "w.pt", "backbone_params": {"width": 8}, "embed_dim": 7,
          "image_size": 40, "epochs": 3, "batch_size": 5, "sketch_fraction": 0.5, "lr": 0.1, "lr_final_factor": 0.5,
          "weight_decay": 0.0, "lambda_kd": 1.0, "teacher_weights": "t.pt", "kd_temperature": 2.0, "augment": False,
-         "transform": "clip", "selection": "last", "max_steps_per_epoch": 4, "device": "cpu", "amp": False,
+         "transform": "clip", "selection": "last", "augmentation": "authors", "protocol": "authors",
+         "epoch_mode": "shorter_loader", "lambda_kd_mask": 0.3, "kd_mask": "m.pickle", "validation_gallery": 100, "max_steps_per_epoch": 4, "device": "cpu", "amp": False,
          "num_workers": 3}
 
 
@@ -33,8 +34,10 @@ def test_every_setting_that_changes_training_changes_the_name():
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     assert set(OTHER) | {"method", "dataset", "backbone", "lambda_da", "method_params", "seed"} == fields
     for field, value in OTHER.items():
-        name = runs.run_name(TrainConfig(**{field: value, **({"lambda_kd": 1.0, "teacher_weights": "t.pt"}
-                                                              if field in ("lambda_kd", "teacher_weights") else {})}))
+        needs = {"lambda_kd": 1.0, "teacher_weights": "t.pt"} if field in ("lambda_kd", "teacher_weights") else {}
+        if field in ("lambda_kd_mask", "kd_mask"):
+            needs = {"lambda_kd": 1.0, "teacher_weights": "t.pt", "kd_mask": "m.pickle", "lambda_kd_mask": 0.3}
+        name = runs.run_name(TrainConfig(**{field: value, **needs}))
         if field in RUNTIME_FIELDS:
             assert name == base, field
         else:

@@ -64,5 +64,5 @@ def transforms_for(model: nn.Module, config: TrainConfig, train: bool) -> dict[s
     preprocess = getattr(model.backbone, "preprocess", None)
     if preprocess is not None:
         return {d: preprocess["train" if train and config.augment else "eval"] for d in ("sketch", "photo")}
-    return {d: build_transform(d, config.image_size, config.transform, train=train and config.augment)
-            for d in ("sketch", "photo")}
+    return {d: build_transform(d, config.image_size, config.transform, train=train and config.augment,
+                               augmentation=config.augmentation) for d in ("sketch", "photo")}

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import yaml
 
-SELECTIONS = ("seen_val", "unseen_test", "last")
+SELECTIONS = ("seen_val", "seen_val_top1", "unseen_test", "last")
+PROTOCOLS = ("clean", "authors")     # published lists deduplicated, or exactly as published (duplicates kept)
+EPOCH_MODES = ("photos", "shorter_loader")  # what ends a ClusterRetri epoch
+AUGMENTATIONS = ("study", "authors")
 # settings that change where or how fast a run trains, not what it learns (not part of its identity)
 RUNTIME_FIELDS = ("device", "num_workers", "data_root")
 # defaults that depend on the method: a field left at None takes its method's value
@@ -38,10 +41,19 @@ class TrainConfig:
     lambda_kd: float = 0.0              # weight of SAKE distillation (needs teacher_weights)
     teacher_weights: str | None = None  # ImageNet SE-ResNet50 checkpoint for SAKE distillation
     kd_temperature: float = 1.0
-    augment: bool = True                # SAKE augmentation (flip, affine)
+    augment: bool = True                # training augmentation on (see augmentation)
+    augmentation: str = "study"         # study | authors (SAKE's random_transform; zssbir.data.transforms)
     transform: str = "sake"             # transform convention for non-CLIP backbones
+    protocol: str = "clean"             # clean: duplicate list entries dropped | authors: lists as published
+    epoch_mode: str = "photos"          # photos: one pass over the photos, sketches cycle | shorter_loader: the
+                                        # authors' zip of the two loaders (ends with the shorter one)
+    lambda_kd_mask: float = 0.0         # weight of SAKE's WordNet class-similarity mask on the teacher logits (0.3)
+    kd_mask: str | None = None          # the mask file (cid_mask.pickle: seen class -> 1000 ImageNet similarities)
+    validation_gallery: int | None = None  # seen-class photos the per-epoch validation ranks (None: all; a seeded
+                                        # per-class subsample otherwise, for large benchmarks)
     method_params: dict = field(default_factory=dict)  # method-specific options (validated by the method)
-    selection: str = "seen_val"         # seen_val (default) | unseen_test (papers' protocol: leaks) | last
+    selection: str = "seen_val"         # seen_val: retrieval mAP on held-out seen sketches (default) | seen_val_top1:
+                                        # their top-1 class accuracy (the authors' rule) | unseen_test (leaks) | last
     max_steps_per_epoch: int | None = None  # cap for smoke runs
     seed: int = 0
     device: str = "auto"
@@ -54,8 +66,16 @@ class TrainConfig:
         for name, value in METHOD_DEFAULTS[self.method].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
-        if self.selection not in SELECTIONS:
-            raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+        for name, choices in (("selection", SELECTIONS), ("protocol", PROTOCOLS), ("epoch_mode", EPOCH_MODES),
+                              ("augmentation", AUGMENTATIONS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if self.lambda_kd_mask > 0 and not (self.kd_mask and self.lambda_kd > 0):
+            raise ValueError("lambda_kd_mask > 0 needs kd_mask (the class-mask file, e.g. cid_mask.pickle) and "
+                             "lambda_kd > 0 (the mask is added to the teacher's logits)")
+        if self.validation_gallery is not None and (not isinstance(self.validation_gallery, int)
+                                                    or self.validation_gallery < 1):
+            raise ValueError(f"validation_gallery must be a positive int or None, got {self.validation_gallery!r}")
         for name in ("epochs", "batch_size", "embed_dim", "image_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
