@@ -64,3 +64,75 @@ def test_the_class_mask_needs_its_file_and_distillation():
     with pytest.raises(ValueError, match="lambda_kd_mask > 0 needs kd_mask"):
         TrainConfig(lambda_kd_mask=0.3)
     TrainConfig(lambda_kd=1.0, teacher_weights="t.pt", kd_mask="m.pickle", lambda_kd_mask=0.3)
+
+
+def test_distillation_adds_the_class_prior_to_the_teacher_logits():
+    from zssbir.training.losses import sake_distillation
+
+    student = torch.tensor([[1.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
+    teacher = torch.tensor([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
+    prior = torch.tensor([[0.3, 0.0, 0.0], [0.0, 0.3, 0.3]])
+    q = torch.softmax(teacher + prior, dim=1)
+    expected = -(q * torch.log_softmax(student, dim=1)).sum(1).mean()
+    assert sake_distillation(student, teacher, class_prior=prior).item() == pytest.approx(expected.item())
+    assert sake_distillation(student, teacher).item() != pytest.approx(expected.item())
+
+
+def _mask_file(path, keys, width=1000):
+    import pickle
+
+    rng = np.random.default_rng(0)
+    path.write_bytes(pickle.dumps({k: rng.random(width).astype(np.float32) for k in keys}))
+    return path
+
+
+def test_class_mask_rows_follow_the_class_order_and_mismatches_are_named(tmp_path):
+    from zssbir.models.class_mask import load_class_mask
+
+    names = ["cat", "hot air balloon", "teddy_bear"]
+    by_id = load_class_mask(_mask_file(tmp_path / "ids.pickle", [0, 1, 2]), names)
+    assert by_id.shape == (3, 1000)
+    by_name = load_class_mask(_mask_file(tmp_path / "names.pickle", ["teddy bear", "cat", "Hot_Air_Balloon"]), names)
+    import pickle
+
+    raw = pickle.loads((tmp_path / "names.pickle").read_bytes())
+    assert torch.equal(by_name[0], torch.from_numpy(raw["cat"])) and torch.equal(by_name[2], torch.from_numpy(raw["teddy bear"]))
+    with pytest.raises(ValueError, match=r"no row for \['teddy_bear'\]; rows for classes not seen: \['dog'\]"):
+        load_class_mask(_mask_file(tmp_path / "bad.pickle", ["cat", "hot air balloon", "dog"]), names)
+    with pytest.raises(ValueError, match=r"no row for \['2 \(teddy_bear\)'\]; rows for classes not seen: \[7\]"):
+        load_class_mask(_mask_file(tmp_path / "bad_ids.pickle", [0, 1, 7]), names)
+    with pytest.raises(FileNotFoundError, match="cid_mask.pickle"):
+        load_class_mask(tmp_path / "missing.pickle", names)
+
+
+def test_distilled_run_with_class_mask_trains_and_evaluates_without_the_teacher_file(isolated_dirs):
+    from zssbir.data.datasets import load_split
+    from zssbir.data.tools import ensure_dataset
+    from zssbir.study.scoring import split_features
+    from zssbir.training.loop import load_trained, train
+
+    ensure_dataset("synthetic_tiny", progress=False)
+    names = load_split("synthetic_tiny", "train", "photo").class_names
+    timm = pytest.importorskip("timm")
+    teacher_file = isolated_dirs / "seresnet50.pt"  # an ImageNet SE-ResNet50 in timm's layout, random weights
+    torch.manual_seed(0)
+    torch.save(timm.create_model("seresnet50", pretrained=False).state_dict(), teacher_file)
+    mask = _mask_file(isolated_dirs / "cid_mask.pickle", list(range(len(names))))
+    config = TrainConfig(dataset="synthetic_tiny", backbone="cse_resnet50", image_size=32, embed_dim=16, batch_size=6,
+                         epochs=1, max_steps_per_epoch=1, lambda_kd=1.0, teacher_weights=str(teacher_file),
+                         kd_mask=str(mask), lambda_kd_mask=0.3)
+    result = train(config, run_dir=isolated_dirs / "kd", progress=False)
+    assert result.history[0]["loss_kd"] > 0
+    assert torch.equal(result.model.class_mask, load_class_mask_rows(mask, names))
+    teacher_file.unlink()
+    mask.unlink()
+    model, loaded = load_trained(isolated_dirs / "kd", device="cpu")
+    assert model.teacher is None and loaded.lambda_kd == 1.0
+    feats = split_features(model, loaded, "zero", device="cpu")
+    assert feats["photo"][0].shape[1] == 16
+
+
+def load_class_mask_rows(path, names):
+    from zssbir.models.class_mask import load_class_mask
+
+    return load_class_mask(path, names)

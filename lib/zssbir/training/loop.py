@@ -246,6 +246,7 @@ def load_trained(run_dir: str | Path, which: str = "best", device: str = "auto")
     state = torch.load(path, map_location="cpu", weights_only=False)
     config = TrainConfig.from_dict(state["config"])
     seen = load_split(config.dataset, "train", "photo", data_root=config.data_root, check_files=False)
-    model = build_model(config, seen.class_names)
-    model.load_state_dict(state["model"])
+    model = build_model(config, seen.class_names, for_training=False)  # no teacher, mask or ImageNet file needed
+    training_only = ("teacher.", "class_mask")
+    model.load_state_dict({k: v for k, v in state["model"].items() if not k.startswith(training_only)})
     return model.to(resolve_device(device)).eval(), config
