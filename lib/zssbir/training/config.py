@@ -11,8 +11,11 @@ from pathlib import Path
 import yaml
 
 SELECTIONS = ("seen_val", "unseen_test", "last")
-# settings that change where or how fast a run trains, not what it learns (not part of its identity)
-RUNTIME_FIELDS = ("device", "num_workers", "data_root")
+UNREADABLE_IMAGES = ("error", "skip")  # an unreadable image stops the run (naming it), or is left out and counted
+# settings that change where or how fast a run trains, not what it learns (not part of its identity; a run
+# resumes with other values). unreadable_images is one: on sound data it changes nothing, and a run that
+# met an unreadable image must resume with "skip" after an "error" stop; what it left out is recorded in the run.
+RUNTIME_FIELDS = ("device", "num_workers", "data_root", "unreadable_images")
 # defaults that depend on the method: a field left at None takes its method's value
 METHOD_DEFAULTS = {"clusterretri": {"lambda_da": 0.1}, "dmwa": {"lambda_da": 0.0}}
 
@@ -47,6 +50,8 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True                    # autocast where the device supports it (CUDA); ignored on CPU
     num_workers: int = 0
+    unreadable_images: str = "error"    # error (stop, naming the file) | skip (leave it out with a warning; the
+                                        # run records the files in unreadable_images.json and their count)
 
     def __post_init__(self):
         if self.method not in METHOD_DEFAULTS:
@@ -56,6 +61,8 @@ class TrainConfig:
                 setattr(self, name, value)
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+        if self.unreadable_images not in UNREADABLE_IMAGES:
+            raise ValueError(f"unreadable_images must be one of {UNREADABLE_IMAGES}, got {self.unreadable_images!r}")
         for name in ("epochs", "batch_size", "embed_dim", "image_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
