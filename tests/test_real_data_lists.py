@@ -103,6 +103,9 @@ def test_unknown_list_names_say_what_is_expected_and_found_and_nothing_is_rename
     assert "`zssbir data prepare sketchy_ext_split1 --lists folders`" in text
     lists = isolated_dirs / "data" / "Sketchy" / "zeroshot1"
     copied = tree_state(lists)
+    [problem] = verify("sketchy_ext_split1", classes=SKETCHY).errors  # verify does not send the user back to the error
+    assert "sketch train list: one of sketch_tx_000000000000_ready_filelist_train.txt" in problem.text
+    assert "`zssbir data prepare sketchy_ext_split1 --lists folders`" in problem.fix
     # the command line says the same in a few lines, every time it is run
     for _ in range(2):
         assert main(["data", "prepare", "sketchy_ext_split1", "--source", str(src)]) == 2

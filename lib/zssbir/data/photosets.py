@@ -2,7 +2,7 @@
 
 Sketchy's own 12,500 photos are one photo per sketched object; the Extended benchmark adds the 60,502 photos of
 ``EXTEND_image_sketchy`` (Liu et al. 2017), so the retrieval gallery is about six times larger. A tree without
-the extension still prepares and trains, but it is another, easier benchmark: its scores are not comparable with
+the extension still prepares and trains, but it is another benchmark: its scores are not comparable with
 published Sketchy-Ext figures. ``photo_set`` tells them apart from the lists; ``prepare`` and ``verify`` report
 it and results files record it (``params["photo_set"]``).
 """
@@ -57,8 +57,8 @@ def missing_extension_text(bench: Benchmark, found: PhotoSet) -> str:
     instead = f" instead of the {total:,} of {bench.id}" if total else ""
     return (f"the extended photo set ({found.extension}/) is missing: the lists hold only Sketchy's own photos "
             f"({found.photos:,} here; {SKETCHY_PHOTOS:,} in the full database){instead}. This tree is Sketchy, not "
-            f"Sketchy-Ext: the gallery is about six times smaller, retrieval is easier, and scores are not "
-            f"comparable with published Sketchy-Ext figures (results files record photo_set '{ORIGINAL}')")
+            f"Sketchy-Ext: the gallery is about six times smaller and scores are not comparable with published "
+            f"Sketchy-Ext figures (results files record photo_set '{ORIGINAL}')")
 
 
 def missing_extension_fix(bench: Benchmark, found: PhotoSet, scanned: bool = True) -> str:

@@ -96,7 +96,7 @@ def stack_quadruplets(batch: dict) -> dict:
     out = {"image": torch.cat([p["image"] for p in parts]), "label": torch.cat([p["label"] for p in parts]),
            "domain": torch.cat([torch.as_tensor(p["domain"]) for p in parts]),
            "pair_id": sum((list(p["pair_id"]) for p in parts), [])}
-    if any("unreadable" in p for p in parts):  # unreadable_images="skip": the paths left out of this batch
+    if any("unreadable" in p for p in parts):  # unreadable_images="skip": unreadable images met (see datasets)
         out["unreadable"] = sum((list(p.get("unreadable", [])) for p in parts), [])
     return out
 

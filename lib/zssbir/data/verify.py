@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from .benchmarks import SPLITS, Benchmark, get_benchmark
 from .datasets import DECODE_ERRORS, SHOWN_MISSING, describe_decode_error
 from .layouts import LAYOUTS, class_folders, find_roles
-from .listnames import PUBLISHED, ListFolder
+from .listnames import OPTIONAL, PUBLISHED, ListFolder, label, list_keys
+from .listnames import names as list_names
 from .lists import drop_duplicates, read_class_ids, read_list
 from .photosets import ORIGINAL, missing_extension_fix, missing_extension_text, photo_set
 from .splits import SplitClasses, likely_matches, load_split_classes, match_classes
@@ -136,7 +137,15 @@ def _check_folders(report: VerifyReport, bench: Benchmark, classes: SplitClasses
 def _not_prepared(report: VerifyReport, bench: Benchmark, data_root, absent: list[str]) -> None:
     folder = ListFolder(bench.root(data_root) / bench.list_dir)
     other_names = folder.recognised(bench)
-    if other_names:
+    unknown = [k for k in list_keys(bench) if k not in OPTIONAL and folder.source(bench, k) is None]
+    if other_names and unknown:
+        expected = "; ".join(f"{label(k)}: one of {', '.join(list_names(bench, k))}" for k in unknown)
+        report.errors.append(Problem(
+            f"not prepared: {folder.folder} holds published lists ({', '.join(other_names)}), but not every list "
+            f"under a name prepare knows ({expected})",
+            f"copy your lists to the expected names in {folder.folder} and run `zssbir data prepare {bench.id}`, "
+            f"or write the lists from the class folders: `zssbir data prepare {bench.id} --lists folders`"))
+    elif other_names:
         report.errors.append(Problem(
             f"not prepared: {len(absent)} list files are missing under the names read here "
             f"({_capped(absent)}), but {folder.folder} holds published lists: {', '.join(other_names)}",

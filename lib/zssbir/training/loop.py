@@ -71,7 +71,7 @@ def _collate(*batches: dict) -> dict:
     out = {"image": torch.cat([b["image"] for b in batches]), "label": torch.cat([b["label"] for b in batches]),
            "domain": torch.cat([torch.as_tensor(b["domain"]) for b in batches]),
            "pair_id": sum((list(b["pair_id"]) for b in batches), [])}
-    if any("unreadable" in b for b in batches):  # unreadable_images="skip": the paths left out of this batch
+    if any("unreadable" in b for b in batches):  # unreadable_images="skip": unreadable images met (see datasets)
         out["unreadable"] = sum((list(b.get("unreadable", [])) for b in batches), [])
     return out
 
