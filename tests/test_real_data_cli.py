@@ -8,7 +8,7 @@ import torch
 
 from zssbir import paths
 from zssbir.cli import main
-from zssbir.study.scoring import chance_scores
+from zssbir.study.scoring import chance_metrics
 from zssbir.training.config import TrainConfig
 from zssbir.training.loop import train
 
@@ -48,7 +48,7 @@ def test_evaluate_prints_the_chance_level_beside_the_scores(isolated_dirs, capsy
     lines = capsys.readouterr().out.splitlines()
     exact = next(line for line in lines if line.startswith("exact "))
     chance = next(line for line in lines if line.startswith("chance "))
-    expected = chance_scores("synthetic_tiny")
+    expected = chance_metrics("synthetic_tiny", 0)
     assert f"map@all {expected['map@all'].value:.4f}" in chance and "random ranking" in chance
     assert [w for w in exact.split() if w.startswith(("map", "prec"))] == \
         [w for w in chance.split() if w.startswith(("map", "prec"))]  # the same metrics, side by side
