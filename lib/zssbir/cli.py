@@ -27,7 +27,7 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
     from .data.prepare import prepare
 
     print(prepare(args.dataset, args.source or [], data_root=args.data_root, classes=_split_classes(args),
-                  lists=getattr(args, "lists", "auto")).text())
+                  lists=args.lists).text())
     return 0
 
 
@@ -141,7 +141,6 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.set_defaults(func=func)
         if name in ("prepare", "download"):
             cmd.add_argument("--source", action="append", help="archive (zip/tar) or unpacked folder; repeatable")
-        if name in ("prepare", "download"):
             cmd.add_argument("--lists", default="auto", choices=("auto", "published", "folders"),
                              help="use the published lists, write lists from the class folders, or auto: what the "
                                   "last run did, else published lists when there are any (default)")
@@ -189,13 +188,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _message(err: BaseException) -> str:
-    """The error's own text: a DataLoader worker's traceback text is cut off."""
-    from .data.datasets import UnreadableImageError
-
-    return UnreadableImageError.short(err)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .data.datasets import UnreadableImageError  # after parsing: `--help` does not import torch
@@ -203,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError, UnreadableImageError) as err:
-        print(f"zssbir: error: {_message(err)}", file=sys.stderr)
+        print(f"zssbir: error: {UnreadableImageError.short(err)}", file=sys.stderr)  # without a worker's traceback
         return 2
 
 
