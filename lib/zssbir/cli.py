@@ -1,4 +1,8 @@
-"""The `zssbir` command line. Argument parsing happens only in ``main``, never at import."""
+"""The `zssbir` command line (also `python -m zssbir`). Argument parsing happens only in ``main``, never at import.
+
+Errors the user can act on (bad settings, missing data, unreadable images) are printed in a few lines with their
+fix, exit code 2; no traceback.
+"""
 from __future__ import annotations
 
 import argparse
@@ -22,7 +26,8 @@ def _split_classes(args: argparse.Namespace):
 def _cmd_data_prepare(args: argparse.Namespace) -> int:
     from .data.prepare import prepare
 
-    print(prepare(args.dataset, args.source or [], data_root=args.data_root, classes=_split_classes(args)).text())
+    print(prepare(args.dataset, args.source or [], data_root=args.data_root, classes=_split_classes(args),
+                  lists=args.lists).text())
     return 0
 
 
@@ -30,7 +35,7 @@ def _cmd_data_verify(args: argparse.Namespace) -> int:
     from .data.verify import verify
 
     report = verify(args.dataset, data_root=args.data_root, classes=_split_classes(args), decode=not args.no_decode,
-                    progress=not args.quiet)
+                    progress=not args.quiet, workers=args.workers)
     print(report.text())
     return 0 if report.ok else 1
 
@@ -85,6 +90,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if result.history:
         print(f"trained {result.run_dir}: best epoch {result.best_epoch + 1}, "
               f"last val mAP@all {result.history[-1].get('val_map@all', float('nan')):.4f}")
+    if result.unreadable:
+        print(f"{len(result.unreadable)} unreadable images were left out (unreadable_images=skip); they are listed "
+              f"in {result.run_dir / 'unreadable_images.json'}")
     return 0
 
 
@@ -104,6 +112,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     for procedure, path in written.items():
         metrics = load_results(path)[0]["metrics"]
         print(f"{procedure:<8} " + "  ".join(f"{k} {v['value']:.4f}" for k, v in metrics.items()) + f"  -> {path}")
+    if not args.no_chance:
+        chance = scoring.chance_metrics(config.dataset, 0, preset=args.preset, data_root=config.data_root)
+        print(f"{'chance':<8} " + "  ".join(f"{k} {v.value:.4f}" for k, v in chance.items())
+              + "  (random ranking of the same unseen queries and gallery: a run that learned nothing scores this)")
     return 0
 
 
@@ -129,8 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.set_defaults(func=func)
         if name in ("prepare", "download"):
             cmd.add_argument("--source", action="append", help="archive (zip/tar) or unpacked folder; repeatable")
+            cmd.add_argument("--lists", default="auto", choices=("auto", "published", "folders"),
+                             help="use the published lists, write lists from the class folders, or auto: what the "
+                                  "last run did, else published lists when there are any (default)")
         if name == "verify":
             cmd.add_argument("--no-decode", action="store_true", help="check that files exist, do not decode images")
+            cmd.add_argument("--workers", type=int, default=None,
+                             help="threads decoding the images (default: every CPU)")
         if name == "download":
             cmd.add_argument("--url", action="append", help="download from this URL instead (repeatable)")
             cmd.add_argument("--base-url", default=None,
@@ -156,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--name", default=None, help="results file stem (default: the run folder's name)")
     ev.add_argument("--label", default=None, help="row label in the study tables")
     ev.add_argument("--device", default="auto")
+    ev.add_argument("--no-chance", action="store_true",
+                    help="do not print the chance level (a random ranking of the same split) beside the scores")
     ev.set_defaults(func=_cmd_evaluate)
 
     rep = sub.add_parser("reports", help="run the notebooks of the pipeline into reports/")
@@ -171,10 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .data.datasets import UnreadableImageError  # after parsing: `--help` does not import torch
+
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"zssbir: error: {err}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, RuntimeError, UnreadableImageError) as err:
+        print(f"zssbir: error: {UnreadableImageError.short(err)}", file=sys.stderr)  # without a worker's traceback
         return 2
 
 

@@ -93,9 +93,12 @@ def stack_quadruplets(batch: dict) -> dict:
     """A collated quadruplet batch -> one image batch laid out [sketch; photo; neg_photo; neg_sketch]
     (P rows each), with label, domain, pair_id; the model splits it back by ``ROLES``."""
     parts = [batch[r] for r in ROLES]
-    return {"image": torch.cat([p["image"] for p in parts]), "label": torch.cat([p["label"] for p in parts]),
-            "domain": torch.cat([torch.as_tensor(p["domain"]) for p in parts]),
-            "pair_id": sum((list(p["pair_id"]) for p in parts), [])}
+    out = {"image": torch.cat([p["image"] for p in parts]), "label": torch.cat([p["label"] for p in parts]),
+           "domain": torch.cat([torch.as_tensor(p["domain"]) for p in parts]),
+           "pair_id": sum((list(p["pair_id"]) for p in parts), [])}
+    if any("unreadable" in p for p in parts):  # unreadable_images="skip": unreadable images met (see datasets)
+        out["unreadable"] = sum((list(p.get("unreadable", [])) for p in parts), [])
+    return out
 
 
 def quadruplet_batches(data: dict, config, epoch: int, rank: int, world: int):

@@ -78,7 +78,7 @@ def open_run(config: TrainConfig, *, device: str = "auto", trained_by: str = "01
     if not checkpoint.is_file():
         raise RunNotFoundError(f"run {name} does not exist in {run_dir.parent}: {how}")
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    if state["epoch"] + 1 < config.epochs:
+    if state["epoch"] + 1 < config.epochs or not state.get("validated", True):
         raise RunNotFoundError(f"run {name} stopped after epoch {state['epoch'] + 1} of {config.epochs}: resume it "
                                f"(notebook {trained_by} or `zssbir train` resume where it stopped)")
     changed = code_changes(state.get("code"), training_code())

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import published_numbers
+from ..data.photosets import ORIGINAL
 from ..eval.metrics import DEFAULT_METRICS
 from .results import load_results, mean_std_text, results_frame, summary_table
 
@@ -63,6 +64,8 @@ def study_frame(source: str | Path) -> pd.DataFrame:
     frame.loc[shared, "row"] = frame.loc[shared, "row"] + ", " + frame.loc[shared, "procedure"]
     several = frame.groupby("dataset")["backbone"].transform("nunique") > 1
     frame.loc[several, "row"] = frame.loc[several, "row"] + ", backbone " + frame.loc[several, "backbone"].astype(str)
+    original = frame["photo_set"] == ORIGINAL  # e.g. Sketchy without EXTEND_image_sketchy: not the Ext benchmark
+    frame.loc[original, "row"] = frame.loc[original, "row"] + ", original photos only (no extended set)"
     return frame
 
 

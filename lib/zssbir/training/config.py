@@ -14,8 +14,11 @@ SELECTIONS = ("seen_val", "seen_val_top1", "unseen_test", "last")
 PROTOCOLS = ("clean", "authors")     # published lists deduplicated, or exactly as published (duplicates kept)
 EPOCH_MODES = ("photos", "shorter_loader")  # what ends a ClusterRetri epoch
 AUGMENTATIONS = ("study", "authors")
-# settings that change where or how fast a run trains, not what it learns (not part of its identity)
-RUNTIME_FIELDS = ("device", "num_workers", "data_root")
+UNREADABLE_IMAGES = ("error", "skip")  # an unreadable image stops the run (naming it), or is left out and counted
+# settings that change where or how fast a run trains, not what it learns (not part of its identity; a run
+# resumes with other values). unreadable_images is one: on sound data it changes nothing, and a run that
+# met an unreadable image must resume with "skip" after an "error" stop; what it left out is recorded in the run.
+RUNTIME_FIELDS = ("device", "num_workers", "data_root", "unreadable_images")
 # defaults that depend on the method: a field left at None takes its method's value
 METHOD_DEFAULTS = {"clusterretri": {"lambda_da": 0.1}, "dmwa": {"lambda_da": 0.0}}
 
@@ -59,6 +62,8 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True                    # autocast where the device supports it (CUDA); ignored on CPU
     num_workers: int = 0
+    unreadable_images: str = "error"    # error (stop, naming the file) | skip (leave it out with a warning; the
+                                        # run records the files in unreadable_images.json and their count)
 
     def __post_init__(self):
         if self.method not in METHOD_DEFAULTS:
@@ -67,7 +72,7 @@ class TrainConfig:
             if getattr(self, name) is None:
                 setattr(self, name, value)
         for name, choices in (("selection", SELECTIONS), ("protocol", PROTOCOLS), ("epoch_mode", EPOCH_MODES),
-                              ("augmentation", AUGMENTATIONS)):
+                              ("augmentation", AUGMENTATIONS), ("unreadable_images", UNREADABLE_IMAGES)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         if self.lambda_kd_mask > 0 and not (self.kd_mask and self.lambda_kd > 0):

@@ -1,9 +1,14 @@
 """The one training loop of the study.
 
 - device "auto"; autocast where the device supports it (CUDA: bf16 or fp16 with a grad scaler);
-- a checkpoint after every epoch (model, optimiser, scaler, RNG states, history), written atomically;
-  ``train`` resumes from it, and a resumed CPU run ends with the same weights as an uninterrupted one
-  (epoch e draws its batches from seed + e; the RNG states are restored);
+- a checkpoint after every epoch's training steps, BEFORE its validation (model, optimiser, scaler, RNG states,
+  history; ``validated`` False), and again once validated; written atomically. ``train`` resumes from it (a
+  checkpoint whose validation did not finish is validated first, so best-epoch selection stays right), and a
+  resumed CPU run ends with the same weights as an uninterrupted one (epoch e draws its batches from seed + e; the
+  RNG states are restored; validation leaves them as it found them);
+- unreadable images: ``unreadable_images="error"`` stops with UnreadableImageError naming the file, its list and
+  the fix (the completed epochs stay in the checkpoint); "skip" leaves them out with a warning and records them
+  in ``unreadable_images.json``, the checkpoint and each history record (``unreadable_images``: the count);
 - DDP when launched with torchrun (gloo on CPU, nccl on CUDA); only rank 0 writes and validates;
 - model selection on held-out SEEN-class sketches by default (``selection="seen_val"``); the papers'
   protocol (select on the unseen test classes) only on request, and labelled as such in the results.
@@ -14,9 +19,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +31,7 @@ from tqdm.auto import tqdm
 
 from .config import RUNTIME_FIELDS, TrainConfig
 from .identity import CODE_CHANGE_POLICIES, code_changes, default_run_dir, training_code
-from ..data.datasets import load_split
+from ..data.datasets import UnreadableImageError, load_split
 from ..data.quadruplets import quadruplet_batches
 from ..data.samplers import SeededShuffleSampler, make_loader
 from ..data.tools import ensure_dataset
@@ -42,6 +48,7 @@ class TrainResult:
     history: list[dict]
     best_epoch: int
     model: torch.nn.Module
+    unreadable: dict[str, str] = field(default_factory=dict)  # unreadable images left out: path -> split/domain
 
 
 def _atomic_save(obj, path: Path) -> None:
@@ -61,9 +68,12 @@ def _set_rng_state(state: dict) -> None:
 
 
 def _collate(*batches: dict) -> dict:
-    return {"image": torch.cat([b["image"] for b in batches]), "label": torch.cat([b["label"] for b in batches]),
-            "domain": torch.cat([torch.as_tensor(b["domain"]) for b in batches]),
-            "pair_id": sum((list(b["pair_id"]) for b in batches), [])}
+    out = {"image": torch.cat([b["image"] for b in batches]), "label": torch.cat([b["label"] for b in batches]),
+           "domain": torch.cat([torch.as_tensor(b["domain"]) for b in batches]),
+           "pair_id": sum((list(b["pair_id"]) for b in batches), [])}
+    if any("unreadable" in b for b in batches):  # unreadable_images="skip": unreadable images met (see datasets)
+        out["unreadable"] = sum((list(b.get("unreadable", [])) for b in batches), [])
+    return out
 
 
 def mixed_batches(data: dict, config: TrainConfig, epoch: int, rank: int, world: int):
@@ -131,17 +141,36 @@ def _check_code(saved: dict, current: dict, run_dir: Path, policy: str) -> bool:
                      "'reuse'")
 
 
+def _readable_rows(features: np.ndarray, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels without the rows of unreadable images (``unreadable_images="skip"``)."""
+    labels = np.asarray(dataset.labels)
+    bad = getattr(dataset, "unreadable_found", {})
+    if not bad:
+        return features, labels
+    keep = np.ones(len(labels), dtype=bool)
+    keep[list(bad)] = False
+    return features[keep], labels[keep]
+
+
 def validation_score(model, config: TrainConfig, data: dict, device: torch.device, split: str) -> float:
     from .features import extract
     from ..eval.exact_search import evaluate_features
 
     sketches, photos = data[(split, "sketch")], data[(split, "photo")]
-    q = extract(model.embed, sketches, device=device)
-    g = extract(model.embed, photos, device=device)
+    q, ql = _readable_rows(extract(model.embed, sketches, device=device), sketches)
+    g, gl = _readable_rows(extract(model.embed, photos, device=device), photos)
     conv = SELECTION_METRIC
-    result = evaluate_features(q, g, sketches.labels, photos.labels, metrics=conv["metric"], ap=conv["ap"],
+    result = evaluate_features(q, g, ql, gl, metrics=conv["metric"], ap=conv["ap"],
                                average=conv["average"], ties=conv["ties"])
     return result[conv["metric"]].value
+
+
+def _stopped(err: UnreadableImageError, where: str, ckpt_path: Path, completed: int) -> UnreadableImageError:
+    """The image error with what happened to the run: which epochs are saved and how to go on."""
+    saved = (f"the {completed} completed epochs are saved in {ckpt_path}" if completed else
+             "no epoch was completed yet")
+    return UnreadableImageError(f"{UnreadableImageError.short(err)}\nTraining stopped {where}; {saved}. After the "
+                                f"fix, the same command resumes from there.")
 
 
 def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: bool = True, progress: bool = True,
@@ -166,17 +195,20 @@ def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: boo
     seen = load_split(config.dataset, "train", "photo", data_root=config.data_root)
     model = build_model(config, seen.class_names).to(device)
     train_tf, eval_tf = transforms_for(model, config, train=True), transforms_for(model, config, train=False)
-    data = {d: load_split(config.dataset, "train", d, data_root=config.data_root, transform=train_tf[d])
-            for d in ("sketch", "photo")}
+    data = {d: load_split(config.dataset, "train", d, data_root=config.data_root, transform=train_tf[d],
+                          unreadable=config.unreadable_images) for d in ("sketch", "photo")}
     val_split = "zero" if config.selection == "unseen_test" else "val"
     val_data = {(val_split, d): load_split(config.dataset, val_split, d, data_root=config.data_root,
-                                           transform=eval_tf[d]) for d in ("sketch", "photo")}
+                                           transform=eval_tf[d], unreadable=config.unreadable_images)
+                for d in ("sketch", "photo")}
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     dtype = amp_dtype(device) if config.amp else None
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     history, start, best = [], 0, {"epoch": -1, "score": -float("inf")}
+    unreadable: dict[str, str] = {}  # images left out (unreadable_images="skip"): path -> split and domain
+    pending = False  # the checkpoint's last epoch is trained but not validated
     ckpt_path = run_dir / "checkpoint.pt"
     code = training_code()
     state = torch.load(ckpt_path, map_location=device, weights_only=False) if resume and ckpt_path.is_file() else None
@@ -187,11 +219,62 @@ def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: boo
         scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"])
         history, start, best = state["history"], state["epoch"] + 1, state["best"]
+        pending = not state.get("validated", True)
+        unreadable = dict(state.get("unreadable", {}))
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         config.to_yaml(run_dir / "config.yaml")
     # a method's forward(batch) returns its loss terms, so DDP can wrap it as it is
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+
+    def save_checkpoint(epoch: int, rng: dict, validated: bool) -> None:
+        _atomic_save({"config": config.to_dict(), "epoch": epoch, "model": model.state_dict(),
+                      "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
+                      "history": history, "best": best, "code": code, "validated": validated,
+                      "unreadable": unreadable}, ckpt_path)
+
+    def record_unreadable(found: dict[str, str]) -> None:
+        new = {p: w for p, w in found.items() if p not in unreadable}
+        if not new:
+            return
+        unreadable.update(new)
+        for ds in [*data.values(), *val_data.values()]:  # never decoded (nor reported) again in this run
+            ds.mark_unreadable(new)
+        (run_dir / "unreadable_images.json").write_text(json.dumps(
+            {"count": len(unreadable), "policy": config.unreadable_images, "files": unreadable}, indent=1),
+            encoding="utf-8")
+        print(f"{run_dir.name}: left out {len(new)} more unreadable image(s) ({len(unreadable)} in all, listed in "
+              f"{run_dir / 'unreadable_images.json'}): {', '.join(list(new)[:5])}", file=sys.stderr)
+
+    def validate(epoch: int, record: dict) -> None:
+        """Score the epoch, keep best.pt, then checkpoint it as validated (rank 0)."""
+        nonlocal best
+        rng = _rng_state()  # validation must not move the RNG streams training goes on with
+        model.eval()
+        try:
+            record["val_map@all"] = validation_score(model, config, val_data, device, val_split)
+        except UnreadableImageError as err:
+            raise _stopped(err, f"while validating epoch {epoch + 1} (its training is saved)", ckpt_path,
+                           epoch + 1) from err
+        _set_rng_state(rng)
+        record_unreadable({ds.entries[i].path: f"{s} {d}" for (s, d), ds in val_data.items()
+                           for i in ds.unreadable_found})
+        if config.unreadable_images == "skip":
+            record["unreadable_images"] = len(unreadable)
+        if config.selection == "last" or record["val_map@all"] > best["score"]:
+            best = {"epoch": epoch, "score": record["val_map@all"]}
+            _atomic_save({"model": model.state_dict(), "epoch": epoch, "config": config.to_dict(),
+                          "selection": config.selection, "score": best["score"],
+                          "score_convention": SELECTION_METRIC, "code": code}, run_dir / "best.pt")
+        save_checkpoint(epoch, rng, validated=True)
+        (run_dir / "history.json").write_text(json.dumps(history, indent=2), encoding="utf-8")
+
+    for ds in [*data.values(), *val_data.values()]:
+        ds.mark_unreadable(unreadable)
+    if pending and rank == 0:  # the last run stopped after training this epoch, before its validation ended
+        validate(start - 1, history[-1])
+    if pending and world > 1:
+        torch.distributed.barrier()
 
     for epoch in range(start, config.epochs):
         lr = config.lr * config.lr_final_factor ** (epoch / config.epochs)
@@ -200,41 +283,44 @@ def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: boo
         model.train()
         steps, batches = BATCHES[config.method](data, config, epoch, rank, world)
         sums: dict[str, float] = {}
+        found: dict[str, str] = {}
         t0 = time.perf_counter()
         bar = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress or rank,
                    mininterval=2.0)  # few updates: notebooks keep every one in their output
-        for batch in bar:
-            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
-                terms = net(batch)
-            if not torch.isfinite(terms["total"]):
-                raise FloatingPointError(f"loss became {terms['total'].item()} at epoch {epoch + 1}; lower lr "
-                                         f"(now {lr:.2e}) or check the inputs. The last good checkpoint is {ckpt_path}")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(terms["total"]).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            bar.set_postfix(loss=f"{float(terms['total'].detach()):.3f}")
+        try:
+            for batch in bar:
+                found.update((p, "train") for met in batch.pop("unreadable", ()) for p in met.split("\n") if p)
+                batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
+                    terms = net(batch)
+                if not torch.isfinite(terms["total"]):
+                    raise FloatingPointError(f"loss became {terms['total'].item()} at epoch {epoch + 1}; lower lr "
+                                             f"(now {lr:.2e}) or check the inputs. The last good checkpoint is "
+                                             f"{ckpt_path}")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(terms["total"]).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                bar.set_postfix(loss=f"{float(terms['total'].detach()):.3f}")
+        except UnreadableImageError as err:
+            raise _stopped(err, f"in epoch {epoch + 1}'s training steps", ckpt_path, epoch) from err
+        if world > 1 and config.unreadable_images == "skip":  # every rank's left-out images
+            gathered: list = [None] * world
+            torch.distributed.all_gather_object(gathered, found)
+            found = {p: w for part in gathered for p, w in part.items()}
         record = {"epoch": epoch, "lr": lr, "seconds": time.perf_counter() - t0,
                   **{k if k.startswith("stat_") else f"loss_{k}": v / steps for k, v in sums.items()}}
         if rank == 0:
-            model.eval()
-            record["val_map@all"] = validation_score(model, config, val_data, device, val_split)
-            if config.selection == "last" or record["val_map@all"] > best["score"]:
-                best = {"epoch": epoch, "score": record["val_map@all"]}
-                _atomic_save({"model": model.state_dict(), "epoch": epoch, "config": config.to_dict(),
-                              "selection": config.selection, "score": best["score"],
-                              "score_convention": SELECTION_METRIC, "code": code}, run_dir / "best.pt")
+            record_unreadable(found)
             history.append(record)
-            _atomic_save({"config": config.to_dict(), "epoch": epoch, "model": model.state_dict(),
-                          "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state(),
-                          "history": history, "best": best, "code": code}, ckpt_path)
-            (run_dir / "history.json").write_text(json.dumps(history, indent=2), encoding="utf-8")
+            rng = _rng_state()
+            save_checkpoint(epoch, rng, validated=False)  # the epoch's training is safe before validation runs
+            validate(epoch, record)
         if world > 1:
             torch.distributed.barrier()
-    return TrainResult(run_dir, config, history, best["epoch"], model)
+    return TrainResult(run_dir, config, history, best["epoch"], model, unreadable)
 
 
 def load_trained(run_dir: str | Path, which: str = "best", device: str = "auto") -> tuple[torch.nn.Module, TrainConfig]:
