@@ -88,8 +88,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = train(TrainConfig.from_dict(values), run_dir=run_dir, resume=not args.no_resume, progress=not args.quiet,
                    if_code_changed=args.if_code_changed)
     if result.history:
+        key = "val_top1" if "val_top1" in result.history[-1] else "val_map@all"
         print(f"trained {result.run_dir}: best epoch {result.best_epoch + 1}, "
-              f"last val mAP@all {result.history[-1].get('val_map@all', float('nan')):.4f}")
+              f"last {key.replace('val_', 'validation ')} {result.history[-1].get(key, float('nan')):.4f}")
     if result.unreadable:
         print(f"{len(result.unreadable)} unreadable images were left out (unreadable_images=skip); they are listed "
               f"in {result.run_dir / 'unreadable_images.json'}")

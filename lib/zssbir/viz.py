@@ -41,8 +41,10 @@ def plot_history(history: Sequence[dict], title: str = ""):
     for key in sorted({k for h in history for k in h if k.startswith("loss_")}):
         ax_loss.plot(epochs, [h.get(key, np.nan) for h in history], marker="o", label=key[5:])
     ax_loss.set_xlabel("epoch"), ax_loss.set_ylabel("mean loss"), ax_loss.legend(fontsize=8)
-    ax_val.plot(epochs, [h.get("val_map@all", np.nan) for h in history], marker="o", color="C3")
-    ax_val.set_xlabel("epoch"), ax_val.set_ylabel("validation mAP@all")
+    key = "val_top1" if any("val_top1" in h for h in history) else "val_map@all"
+    ax_val.plot(epochs, [h.get(key, np.nan) for h in history], marker="o", color="C3")
+    ax_val.set_xlabel("epoch"), ax_val.set_ylabel("validation top-1 accuracy" if key == "val_top1" else
+                                                  "validation mAP@all")
     fig.suptitle(title)
     fig.tight_layout()
     return fig

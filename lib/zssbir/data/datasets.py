@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
@@ -250,3 +251,14 @@ def load_split(dataset_id: str, split: str, domain: str, *, data_root: str | Pat
     info = SplitInfo(dataset_id, split, domain, root, list_path, class_path, names, duplicates, dropped)
     _check_entries(bench, info, entries, check_files)
     return ListDataset(info, entries, transform, unreadable=unreadable)
+
+
+def subsample_per_class(dataset: ListDataset, total: int, seed: int) -> ListDataset:
+    """The same list with at most ceil(total / classes) entries per class, drawn with ``seed`` (list order kept):
+    a smaller gallery for the per-epoch validation of large benchmarks."""
+    labels = np.asarray(dataset.labels)
+    classes = np.unique(labels)
+    per_class = -(-total // max(len(classes), 1))
+    rng = np.random.default_rng(seed)
+    keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes]))
+    return ListDataset(dataset.info, [dataset.entries[i] for i in keep], dataset.transform, dataset.unreadable)

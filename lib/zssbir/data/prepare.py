@@ -171,13 +171,14 @@ def _check_classes(bench: Benchmark, found: list[str], wanted: tuple[str, ...], 
 
 
 def _hold_out(entries: list[Entry], fraction: float, seed: int) -> tuple[list[Entry], list[Entry]]:
-    """Split seen sketches into train and val, per class: round(fraction * n) held out, at least one kept."""
+    """Split seen sketches into train and val, per class: round(fraction * n) held out, but at least one held out
+    and one kept when the class has two or more."""
     by_class: dict[int, list[Entry]] = {}
     for e in entries:
         by_class.setdefault(e.label, []).append(e)
     val: set[Entry] = set()
     for label_, items in by_class.items():
-        n = min(int(fraction * len(items) + 0.5), len(items) - 1)
+        n = min(max(int(fraction * len(items) + 0.5), 1), len(items) - 1)
         val.update(random.Random(f"{seed}:{label_}").sample(items, n))
     return [e for e in entries if e not in val], [e for e in entries if e in val]
 

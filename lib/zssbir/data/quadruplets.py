@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .samplers import SeededShuffleSampler, make_loader
+from .samplers import RANK_SEED_STEP, SeededShuffleSampler, make_loader
 
 ROLES = ("sketch", "photo", "neg_photo", "neg_sketch")
 
@@ -116,6 +116,7 @@ def quadruplet_batches(data: dict, config, epoch: int, rank: int, world: int):
     if steps == 0:
         raise ValueError(f"{p} quadruplets per step per process exceed the {len(quads)} training photos")
     seed = config.seed * 1_000_003 + epoch * 101 + 3
-    loader = make_loader(QuadrupletDataset(sketches, photos, quads[:steps * p]), p, seed=seed, shuffle=False,
-                         drop_last=True, num_workers=config.num_workers)
+    # worker seeds (augmentation) differ per rank; rank 0 keeps the single-process seed
+    loader = make_loader(QuadrupletDataset(sketches, photos, quads[:steps * p]), p, seed=seed + RANK_SEED_STEP * rank,
+                         shuffle=False, drop_last=True, num_workers=config.num_workers)
     return steps, (stack_quadruplets(b) for b in loader)

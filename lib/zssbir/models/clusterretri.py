@@ -38,6 +38,10 @@ class ClusterRetri(nn.Module):
         """Retrieval features (un-normalised embeddings)."""
         return self.backbone(images, domains).embedding
 
+    def classify(self, images: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
+        """Seen-class logits (the classification head), for the authors' selection rule."""
+        return self.classifier(self.backbone(images, domains).embedding)
+
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         """The loss terms of a batch (dict with image, label, domain); 'total' is what to minimise."""
         out = self.backbone(batch["image"], batch["domain"])

@@ -195,6 +195,14 @@ class DMWA(nn.Module):
         """Retrieval features: the global embedding (un-normalised)."""
         return self.backbone(images, domains).embedding
 
+    def classify(self, images: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
+        """Seen-class logits: the text-anchored classification term's (sketches against the sketch prompts,
+        photos against the photo prompts), for the authors' selection rule."""
+        emb = self.embed(images, domains).float()
+        texts = self.class_texts()
+        t = torch.where((domains == 0)[:, None, None], texts[0][None], texts[1][None])
+        return F.cosine_similarity(emb[:, None], t.float(), dim=-1) / self.params.text_temperature
+
     def class_texts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Projected class texts [C, D] for sketches and photos. CLIP embeddings of prompts that differ in
         one word share a large common part (cosine 0.8-0.9 between classes), so by default it is removed

@@ -23,7 +23,8 @@ def split_features(model, config: TrainConfig, split: str = "zero", device: str 
     model = model.eval()
     out = {}
     for domain in ("sketch", "photo"):
-        ds = load_split(config.dataset, split, domain, data_root=config.data_root, transform=tf[domain])
+        ds = load_split(config.dataset, split, domain, data_root=config.data_root, transform=tf[domain],
+                        duplicates=config.list_duplicates)
         out[domain] = cached_features(model.embed, model, ds, device=device, progress=progress)
     return out
 

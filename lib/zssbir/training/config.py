@@ -89,6 +89,12 @@ class TrainConfig:
         if self.lambda_kd > 0 and not self.teacher_weights:
             raise ValueError("lambda_kd > 0 needs teacher_weights: a local ImageNet SE-ResNet50 checkpoint")
 
+    @property
+    def list_duplicates(self) -> str:
+        """How the file lists are read (``data.datasets.load_split``'s ``duplicates``): "keep" under the authors'
+        protocol (lists as published), "drop" under the clean one."""
+        return "keep" if self.protocol == "authors" else "drop"
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

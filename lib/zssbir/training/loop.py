@@ -31,9 +31,9 @@ from tqdm.auto import tqdm
 
 from .config import RUNTIME_FIELDS, TrainConfig
 from .identity import CODE_CHANGE_POLICIES, code_changes, default_run_dir, training_code
-from ..data.datasets import UnreadableImageError, load_split
+from ..data.datasets import UnreadableImageError, load_split, subsample_per_class
 from ..data.quadruplets import quadruplet_batches
-from ..data.samplers import SeededShuffleSampler, make_loader
+from ..data.samplers import RANK_SEED_STEP, SeededShuffleSampler, make_loader
 from ..data.tools import ensure_dataset
 from ..models.factory import build_model, transforms_for
 from ..runtime import amp_dtype, init_distributed, resolve_device, seed_everything
@@ -79,7 +79,9 @@ def _collate(*batches: dict) -> dict:
 def mixed_batches(data: dict, config: TrainConfig, epoch: int, rank: int, world: int):
     """ClusterRetri batches: ``sketch_fraction`` sketches and the rest photos, from separate loaders.
 
-    Yields (steps, iterator); an epoch is one pass over the photos; sketches cycle if fewer.
+    Yields (steps, iterator). ``config.epoch_mode`` "photos": an epoch is one pass over the photos, sketches
+    cycle if fewer; "shorter_loader": the two loaders are zipped as in the authors' code, so the epoch ends
+    with the shorter one.
     """
     per_rank = max(2, config.batch_size // world)
     n_sketch = max(1, round(per_rank * config.sketch_fraction))
@@ -88,11 +90,14 @@ def mixed_batches(data: dict, config: TrainConfig, epoch: int, rank: int, world:
     def loader(domain: str, batch: int, salt: int):
         ds = data[domain]
         seed = config.seed * 1_000_003 + epoch * 101 + salt
-        sampler = SeededShuffleSampler(len(ds), seed, num_replicas=world, rank=rank)
-        return make_loader(ds, batch, seed=seed, sampler=sampler, drop_last=True, num_workers=config.num_workers)
+        sampler = SeededShuffleSampler(len(ds), seed, num_replicas=world, rank=rank)  # one permutation, split
+        return make_loader(ds, batch, seed=seed + RANK_SEED_STEP * rank, sampler=sampler, drop_last=True,
+                           num_workers=config.num_workers)  # worker seeds (augmentation) differ per rank
 
     photos = loader("photo", n_photo, 0)
     steps = len(photos)
+    if config.epoch_mode == "shorter_loader":
+        steps = min(steps, len(loader("sketch", n_sketch, 1)))
     if config.max_steps_per_epoch:
         steps = min(steps, config.max_steps_per_epoch)
     if steps == 0:
@@ -152,13 +157,29 @@ def _readable_rows(features: np.ndarray, dataset) -> tuple[np.ndarray, np.ndarra
     return features[keep], labels[keep]
 
 
+SELECTION_SCORES = {"seen_val": "val_map@all", "unseen_test": "val_map@all", "last": "val_map@all",
+                    "seen_val_top1": "val_top1"}  # the history key each selection rule scores
+
+
 def validation_score(model, config: TrainConfig, data: dict, device: torch.device, split: str) -> float:
+    """The score ``config.selection`` picks the best epoch by: retrieval mAP@all of the split's sketches among
+    its photos (``SELECTION_METRIC``), or for "seen_val_top1" the top-1 accuracy of the model's seen-class
+    logits on the split's sketches (the authors' rule). Encodes with ``config.num_workers`` loader workers
+    (none with unreadable_images="skip": the images left out are only known in the process that met them)."""
     from .features import extract
     from ..eval.exact_search import evaluate_features
 
     sketches, photos = data[(split, "sketch")], data[(split, "photo")]
-    q, ql = _readable_rows(extract(model.embed, sketches, device=device), sketches)
-    g, gl = _readable_rows(extract(model.embed, photos, device=device), photos)
+    if len(sketches) == 0:
+        raise ValueError(f"the {split} split of {config.dataset} holds no sketches, so no epoch can be scored for "
+                         f"selection={config.selection!r}: check its list ({sketches.info.list_path}) or use "
+                         "selection='last'")
+    workers = config.num_workers if config.unreadable_images == "error" else 0
+    if config.selection == "seen_val_top1":
+        logits, labels = _readable_rows(extract(model.classify, sketches, device=device, num_workers=workers), sketches)
+        return float(np.mean(logits.argmax(axis=1) == labels))
+    q, ql = _readable_rows(extract(model.embed, sketches, device=device, num_workers=workers), sketches)
+    g, gl = _readable_rows(extract(model.embed, photos, device=device, num_workers=workers), photos)
     conv = SELECTION_METRIC
     result = evaluate_features(q, g, ql, gl, metrics=conv["metric"], ap=conv["ap"],
                                average=conv["average"], ties=conv["ties"])
@@ -195,12 +216,17 @@ def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: boo
     seen = load_split(config.dataset, "train", "photo", data_root=config.data_root)
     model = build_model(config, seen.class_names).to(device)
     train_tf, eval_tf = transforms_for(model, config, train=True), transforms_for(model, config, train=False)
+    duplicates = config.list_duplicates
     data = {d: load_split(config.dataset, "train", d, data_root=config.data_root, transform=train_tf[d],
-                          unreadable=config.unreadable_images) for d in ("sketch", "photo")}
+                          unreadable=config.unreadable_images, duplicates=duplicates) for d in ("sketch", "photo")}
     val_split = "zero" if config.selection == "unseen_test" else "val"
+    score_key = SELECTION_SCORES[config.selection]
     val_data = {(val_split, d): load_split(config.dataset, val_split, d, data_root=config.data_root,
-                                           transform=eval_tf[d], unreadable=config.unreadable_images)
-                for d in ("sketch", "photo")}
+                                           transform=eval_tf[d], unreadable=config.unreadable_images,
+                                           duplicates=duplicates) for d in ("sketch", "photo")}
+    if config.validation_gallery and (val_split, "photo") in val_data:
+        val_data[(val_split, "photo")] = subsample_per_class(val_data[(val_split, "photo")],
+                                                             config.validation_gallery, config.seed)
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -252,7 +278,7 @@ def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: boo
         rng = _rng_state()  # validation must not move the RNG streams training goes on with
         model.eval()
         try:
-            record["val_map@all"] = validation_score(model, config, val_data, device, val_split)
+            record[score_key] = validation_score(model, config, val_data, device, val_split)
         except UnreadableImageError as err:
             raise _stopped(err, f"while validating epoch {epoch + 1} (its training is saved)", ckpt_path,
                            epoch + 1) from err
@@ -261,11 +287,12 @@ def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: boo
                            for i in ds.unreadable_found})
         if config.unreadable_images == "skip":
             record["unreadable_images"] = len(unreadable)
-        if config.selection == "last" or record["val_map@all"] > best["score"]:
-            best = {"epoch": epoch, "score": record["val_map@all"]}
+        if config.selection == "last" or record[score_key] > best["score"]:
+            best = {"epoch": epoch, "score": record[score_key]}
             _atomic_save({"model": model.state_dict(), "epoch": epoch, "config": config.to_dict(),
                           "selection": config.selection, "score": best["score"],
-                          "score_convention": SELECTION_METRIC, "code": code}, run_dir / "best.pt")
+                          "score_convention": SELECTION_METRIC if score_key == "val_map@all" else
+                          {"metric": "top-1 accuracy", "split": val_split}, "code": code}, run_dir / "best.pt")
         save_checkpoint(epoch, rng, validated=True)
         (run_dir / "history.json").write_text(json.dumps(history, indent=2), encoding="utf-8")
 
@@ -277,6 +304,8 @@ def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: boo
         torch.distributed.barrier()
 
     for epoch in range(start, config.epochs):
+        if world > 1:  # each rank its own augmentation and L_DA targets, the same after a resume
+            seed_everything(config.seed * 1_000_003 + epoch * 101 + RANK_SEED_STEP * rank)
         lr = config.lr * config.lr_final_factor ** (epoch / config.epochs)
         for group in optimizer.param_groups:
             group["lr"] = lr
