@@ -1,17 +1,24 @@
-"""The training loop on the tiny synthetic set: it learns, resumes exactly, refuses mismatches, runs DDP."""
+"""The training loop on the tiny synthetic set: it steps and learns on its schedule, selects the best epoch as
+configured, composes ClusterRetri batches, distils, autocasts where asked, resumes from (only) its
+checkpoint, refuses mismatches, and trains in two DDP processes as one process would."""
+import copy
+import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from zssbir.training import loop
 from zssbir.training.config import TrainConfig
 from zssbir.models.clusterretri import ClusterRetri
 from zssbir.training.loop import load_trained, train
 
 from conftest import interrupt_forward
+from ddp_worker import record_forward
 
 TINY = dict(dataset="synthetic_tiny", image_size=32, embed_dim=32, batch_size=12, epochs=2, max_steps_per_epoch=3,
             backbone_params={"width": 32, "depth": 1, "heads": 2, "stem_channels": (8, 16, 32)}, augment=True)
@@ -42,10 +49,32 @@ def test_interrupted_run_resumes_to_the_same_weights(isolated_dirs, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(config, run_dir=isolated_dirs / "cut", progress=False)
     restore()
-    assert torch.load(isolated_dirs / "cut" / "checkpoint.pt", weights_only=False)["epoch"] == 0
+    checkpoint = torch.load(isolated_dirs / "cut" / "checkpoint.pt", weights_only=False)
+    assert checkpoint["epoch"] == 0
+    # a copy of the checkpoint with other weights: resuming from it must end elsewhere
+    (isolated_dirs / "perturbed").mkdir()
+    perturbed = copy.deepcopy(checkpoint)
+    perturbed["model"]["classifier.weight"] += 0.5
+    torch.save(perturbed, isolated_dirs / "perturbed" / "checkpoint.pt")
+
+    seen: list = []
+    record_forward(ClusterRetri, seen, monkeypatch.setattr)
     resumed = train(config, run_dir=isolated_dirs / "cut", progress=False)
+    assert len(seen) == 3  # only epoch 2's three steps: a run started again would take six
     assert [h["epoch"] for h in resumed.history] == [0, 1]
     assert same(weights(resumed.model), weights(full.model))
+    from_perturbed = train(config, run_dir=isolated_dirs / "perturbed", progress=False)
+    assert len(seen) == 6 and not same(weights(from_perturbed.model), weights(full.model))
+    delta = from_perturbed.model.classifier.weight - full.model.classifier.weight
+    assert delta.mean().item() == pytest.approx(0.5, abs=0.05)  # three small Adam steps after the +0.5
+
+    # a finished run is reloaded from its checkpoint, not trained: its weights are the checkpoint's
+    final = torch.load(isolated_dirs / "full" / "checkpoint.pt", weights_only=False)
+    final["model"]["classifier.bias"] -= 1.0
+    torch.save(final, isolated_dirs / "full" / "checkpoint.pt")
+    reloaded = train(config, run_dir=isolated_dirs / "full", progress=False)
+    assert len(seen) == 6 and reloaded.history == full.history
+    assert torch.equal(reloaded.model.classifier.bias, full.model.classifier.bias - 1.0)
 
 
 def test_resume_refuses_other_parameters(isolated_dirs):
