@@ -89,19 +89,81 @@ def test_resume_refuses_other_parameters(isolated_dirs):
     assert loaded.lr == 1e-2 and same(weights(model), weights(again.model))  # one epoch: best = last
 
 
-@pytest.mark.parametrize("method", ["clusterretri", "dmwa"])
-def test_ddp_two_processes_on_cpu(isolated_dirs, method):
-    cfg = isolated_dirs / "ddp.yaml"
-    extra = {"method": "dmwa", "lambda_da": 0.0, "batch_size": 16} if method == "dmwa" else {}
-    cfg.write_text(yaml.safe_dump({**TINY, "epochs": 1, **extra,
-                                   "backbone_params": {**TINY["backbone_params"], "stem_channels": [8, 16, 32]}}))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+BATCH_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def launch_ddp(folder: Path, settings: dict) -> list[dict]:
+    """`zssbir train` in two torchrun processes (tests/ddp_worker.py); returns what each rank recorded."""
+    (folder / "ranks").mkdir()
+    (folder / "ddp.yaml").write_text(yaml.safe_dump(settings))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ZSSBIR_TEST_DDP_OUT": str(folder / "ranks")}
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "zssbir.cli", "train", "--config", str(cfg), "--run-dir", str(isolated_dirs / "ddp"),
-                          "--quiet"], capture_output=True, text=True, timeout=300, env=env)
+                          str(Path(__file__).with_name("ddp_worker.py")), "train", "--config", str(folder / "ddp.yaml"),
+                          "--run-dir", str(folder / "ddp"), "--quiet"], capture_output=True, text=True, timeout=300,
+                         env=env)
     assert out.returncode == 0, out.stderr[-3000:]
+    return [torch.load(folder / "ranks" / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+
+
+def positive_photos(batch: dict, method: str) -> list[str]:
+    """The photos a rank's batch is built around (its shard): ClusterRetri's photo rows; DMWA's positive
+    photos (the second quarter; its negatives are drawn from all photos on every rank)."""
+    if method == "dmwa":
+        p = len(batch["pair_id"]) // 4
+        return batch["pair_id"][p:2 * p]
+    return [pid for pid, d in zip(batch["pair_id"], batch["domain"]) if d == 1]
+
+
+DDP_SETTINGS = {
+    # the BN-free tiny CLIP tower, no augmentation and no L_DA noise: two half batches then give exactly the
+    # gradient of the whole batch, so the result can be compared with one process
+    "clusterretri": {**TINY, "backbone": "clip:zssbir-tiny-vit", "backbone_params": {}, "augment": False,
+                     "lambda_da": 0.0, "epochs": 1},
+    "dmwa": {**TINY, "method": "dmwa", "lambda_da": 0.0, "batch_size": 16, "epochs": 1,
+             "backbone_params": {**TINY["backbone_params"], "stem_channels": [8, 16, 32]}},
+}
+
+
+@pytest.mark.parametrize("method", ["clusterretri", "dmwa"])
+def test_ddp_two_processes_on_cpu(isolated_dirs, monkeypatch, method):
+    """Both ranks train (three steps each, on disjoint photos), their gradients are averaged (the same
+    parameters on both ranks at the end; only BatchNorm's running statistics are per rank: DDP broadcasts
+    rank 0's at each forward, and rank 0's are saved) and rank 0 writes the checkpoint. ClusterRetri also
+    matches one process on the same global batches: the two ranks' images, step by step, are the
+    one-process batch, and every parameter agrees within 1e-4, except the key third of the attention
+    in_proj_bias, whose gradient is zero in exact arithmetic (softmax ignores a shift shared by all keys)
+    so Adam's normalisation turns float rounding into steps of up to lr there."""
+    settings = DDP_SETTINGS[method]
+    ranks = launch_ddp(isolated_dirs, settings)
+    assert sorted(r["rank"] for r in ranks) == [0, 1] and all(r["world"] == 2 for r in ranks)
+    assert [r["forward_calls"] for r in ranks] == [3, 3]
+    shards = [{pid for batch in r["batches"] for pid in positive_photos(batch, method)} for r in ranks]
+    assert len(shards[0]) == len(shards[1]) > 1 and not shards[0] & shards[1]
+    a, b = ranks[0]["state"], ranks[1]["state"]
+    shared = [k for k in a if not k.endswith(BATCH_STATISTICS)]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in shared)
     state = torch.load(isolated_dirs / "ddp" / "checkpoint.pt", weights_only=False)
     assert state["epoch"] == 0 and len(state["history"]) == 1 and state["config"]["method"] == method
+    assert same(state["model"], a)
+    if method != "clusterretri":
+        return
+
+    one: list = []
+    record_forward(ClusterRetri, one, monkeypatch.setattr)
+    initial = spy_initial_weights(monkeypatch)
+    single = train(TrainConfig(**settings), run_dir=isolated_dirs / "single", progress=False).model.state_dict()
+    assert len(one) == 3
+    for step in range(3):
+        together = ranks[0]["batches"][step]["pair_id"] + ranks[1]["batches"][step]["pair_id"]
+        assert sorted(together) == sorted(one[step]["pair_id"])
+    moved = max((v - initial[k]).abs().max().item() for k, v in single.items() if v.is_floating_point())
+    assert moved > 2e-3  # training moved the weights far more than the tolerance
+    for k, v in single.items():
+        got, want = a[k], v
+        if k.endswith("attn.in_proj_bias"):
+            width = v.shape[0] // 3
+            got, want = torch.cat([got[:width], got[2 * width:]]), torch.cat([want[:width], want[2 * width:]])
+        assert (got.double() - want.double()).abs().max().item() < 1e-4, k
 
 
 def test_evaluate_command_scores_a_run_and_writes_results(isolated_dirs, capsys):
