@@ -7,7 +7,6 @@ import os
 import sys
 
 import nbformat
-import pytest
 import torch
 
 from zssbir.runtime import resolve_device
