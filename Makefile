@@ -28,9 +28,10 @@ reports: setup ## regenerate every report (notebooks in notebooks/pipeline.yml) 
 test: setup ## run every test: unit tests, and the notebook pipeline with tiny parameters in temporary folders
 	$(PY) -m pytest -q tests
 
-bench: setup ## print speed and memory figures of metrics (and retrieval) against naive baselines
+bench: setup ## print speed and memory figures of metrics (and retrieval) against naive baselines, and of a backbone step
 	$(PY) bench/bench_metrics.py
 	$(PY) bench/bench_clustering.py
+	$(PY) bench/bench_backbones.py
 
 lab: setup ## open the notebooks in JupyterLab
 	$(VENV)/bin/jupyter lab notebooks

@@ -8,6 +8,7 @@ with their parameters, run time and status.
 """
 from __future__ import annotations
 
+import functools
 import html
 import json
 import os
@@ -65,6 +66,28 @@ def check_parameters(notebook: Path, parameters: dict) -> None:
         raise ValueError(f"unknown parameters {unknown} for {notebook.name}; it declares {sorted(declared)}")
 
 
+@functools.cache
+def interpreter_kernel_manager() -> type:
+    """A jupyter_client kernel manager whose kernel is ipykernel run by THIS interpreter (``sys.executable``).
+
+    papermill's ``kernel_name="python3"`` alone takes the first "python3" kernelspec on the Jupyter paths
+    (JUPYTER_PATH, then the user's, then the environment's), which may launch another Python than the
+    one running the study; the notebooks always run with this one (nbclient's ``kernel_manager_class``)."""
+    from jupyter_client import AsyncKernelManager
+    from jupyter_client.kernelspec import KernelSpec
+
+    class InterpreterKernelManager(AsyncKernelManager):
+        @property
+        def kernel_spec(self) -> KernelSpec:
+            if self._kernel_spec is None:
+                self._kernel_spec = KernelSpec(
+                    argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                    display_name=f"Python 3 ({sys.executable})", language="python", resource_dir="")
+            return self._kernel_spec
+
+    return InterpreterKernelManager
+
+
 def run_notebook(notebook: str | Path, output: str | Path, parameters: dict, *, progress: bool = False) -> float:
     """Execute one notebook with papermill (cwd = notebooks/) and write its HTML beside it; return seconds."""
     import papermill
@@ -78,7 +101,8 @@ def run_notebook(notebook: str | Path, output: str | Path, parameters: dict, *, 
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
     start = time.perf_counter()
     papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name="python3",
-                               cwd=str(paths.notebooks_dir()), progress_bar=progress)
+                               kernel_manager_class=interpreter_kernel_manager(), cwd=str(paths.notebooks_dir()),
+                               progress_bar=progress)
     seconds = time.perf_counter() - start
     body, _ = HTMLExporter().from_filename(str(output))
     output.with_suffix(".html").write_text(body, encoding="utf-8")
