@@ -136,3 +136,50 @@ def load_class_mask_rows(path, names):
     from zssbir.models.class_mask import load_class_mask
 
     return load_class_mask(path, names)
+
+
+def _features(seed=0, n_classes=4, per_class=12, dim=8):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_classes, dim))
+    labels = np.repeat(np.arange(n_classes), per_class)
+    return (centres[labels] + 0.7 * rng.normal(size=(len(labels), dim))).astype(np.float32), labels
+
+
+def test_cluster_then_retrieve_is_scored_over_kmeans_seeds():
+    from zssbir.eval.cluster_retrieval import DEFAULT_SEED, evaluate_clustered
+    from zssbir.study.scoring import cluster_over_seeds
+
+    (g, gl), (q, ql) = _features(0), _features(1)
+    scored = cluster_over_seeds(q, g, ql, gl, 1, 4, "adc", kmeans_seeds=3)
+    each = [evaluate_clustered(q, g, ql, gl, 1, 4, variant="adc", seed=DEFAULT_SEED + i, preset="clusterretri")
+            for i in range(3)]
+    values = [e["map@all"].value for e in each]
+    record = scored["map@all"]
+    assert record["kmeans_seeds"] == [DEFAULT_SEED, DEFAULT_SEED + 1, DEFAULT_SEED + 2]
+    assert record["per_kmeans_seed"] == values and record["value"] == pytest.approx(np.mean(values))
+    assert record["std_over_kmeans_seeds"] == pytest.approx(np.std(values, ddof=1))
+    assert len(set(values)) > 1, "the layout should make the k-means seed matter"
+    stable = cluster_over_seeds(q, g, ql, gl, 1, 4, "adc", kmeans_seeds=1, ties="stable")["map@all"]
+    assert stable["convention"]["ties"] == "stable" and record["convention"]["ties"] == "random"
+    with pytest.raises(ValueError, match="kmeans_seeds must be at least 1"):
+        cluster_over_seeds(q, g, ql, gl, 1, 4, "adc", kmeans_seeds=0)
+
+
+def test_results_files_keep_the_seed_values_and_tables_show_both_tie_orders(tmp_path):
+    from zssbir.study import tables
+    from zssbir.study.results import load_results, write_results
+    from zssbir.study.scoring import cluster_over_seeds
+
+    (g, gl), (q, ql) = _features(0), _features(1)
+    for seed in (0, 1):
+        for ties in (None, "stable"):
+            retrieval = {"kind": "cluster", "M": 1, "K": 4, "variant": "adc", **({"ties": ties} if ties else {})}
+            write_results(f"run_seed{seed}__cluster{'_stable' if ties else ''}", seed=seed, out_dir=tmp_path,
+                          params={"method": "clusterretri", "dataset": "d", "train": {"lambda_da": 0.1},
+                                  "retrieval": retrieval, "protocol": "authors"},
+                          metrics=cluster_over_seeds(q, g, ql, gl, 1, 4, "adc", kmeans_seeds=2, ties=ties))
+    record = load_results(tmp_path / "run_seed0__cluster.json")[0]
+    assert len(record["metrics"]["map@all"]["per_kmeans_seed"]) == 2 and record["params"]["protocol"] == "authors"
+    frame = tables.study_frame(tmp_path)
+    rows = set(tables.study_table(frame, "d").index) - {tables.CONVENTION_ROW}
+    assert rows == {"ClusterRetri L_DA 0.1, cluster M=1 K=4 adc", "ClusterRetri L_DA 0.1, cluster M=1 K=4 adc, stable ties"}

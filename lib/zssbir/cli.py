@@ -97,6 +97,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _value_text(metric: dict) -> str:
+    """'0.4321', or '0.4321 ± 0.0123' for a value averaged over k-means seeds."""
+    spread = metric.get("std_over_kmeans_seeds")
+    return f"{metric['value']:.4f}" + (f" ± {spread:.4f}" if spread is not None else "")
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -108,13 +114,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     model, config = load_trained(run_dir, device=args.device)
     cluster = (int(args.cluster[0]), int(args.cluster[1]), args.cluster[2]) if args.cluster else None
     written = scoring.score_and_record(model, config, args.name or run_dir.name, preset=args.preset,
-                                          cluster=cluster, label=args.label, device=args.device,
-                                          extra={"run_dir": str(run_dir)})
+                                       cluster=cluster, label=args.label, device=args.device,
+                                       extra={"run_dir": str(run_dir)}, kmeans_seeds=args.kmeans_seeds)
     for procedure, path in written.items():
         metrics = load_results(path)[0]["metrics"]
-        print(f"{procedure:<8} " + "  ".join(f"{k} {v['value']:.4f}" for k, v in metrics.items()) + f"  -> {path}")
+        print(f"{procedure:<8} " + "  ".join(f"{k} {_value_text(v)}" for k, v in metrics.items()) + f"  -> {path}")
+    if cluster is not None:
+        print(f"(cluster: mean ± std over {args.kmeans_seeds} k-means seeds; every value is in the results file)")
     if not args.no_chance:
-        chance = scoring.chance_metrics(config.dataset, 0, preset=args.preset, data_root=config.data_root)
+        chance = scoring.chance_metrics(config.dataset, 0, preset=args.preset, data_root=config.data_root,
+                                        duplicates=config.list_duplicates)
         print(f"{'chance':<8} " + "  ".join(f"{k} {v.value:.4f}" for k, v in chance.items())
               + "  (random ranking of the same unseen queries and gallery: a run that learned nothing scores this)")
     return 0
@@ -173,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also cluster-then-retrieve, e.g. --cluster 2 32 rerank")
     ev.add_argument("--name", default=None, help="results file stem (default: the run folder's name)")
     ev.add_argument("--label", default=None, help="row label in the study tables")
+    ev.add_argument("--kmeans-seeds", type=int, default=5, help="k-means seeds cluster-then-retrieve is scored over")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--no-chance", action="store_true",
                     help="do not print the chance level (a random ranking of the same split) beside the scores")

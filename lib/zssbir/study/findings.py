@@ -28,7 +28,9 @@ class Claim:
 
 def _clusterretri(f, lda: bool, retrieval: str):
     lam = f["lambda_da"].fillna(0).astype(float)
-    return (f["method"] == "clusterretri") & ((lam > 0) if lda else (lam == 0)) & (f["retrieval"] == retrieval)
+    default_ties = f["tie_order"].isna() if "tie_order" in f else True  # not the extra stable-ties rows at M = 1
+    return (f["method"] == "clusterretri") & ((lam > 0) if lda else (lam == 0)) & (f["retrieval"] == retrieval) & \
+        default_ties
 
 
 def _dmwa(f, weighting: str, loss: str):

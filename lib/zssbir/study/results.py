@@ -25,8 +25,9 @@ SCHEMA = "zssbir.study.results/1"
 def _metric_record(name: str, metric: Any, default_convention: Mapping | None) -> dict:
     if hasattr(metric, "to_dict"):
         metric = metric.to_dict()
-    if isinstance(metric, Mapping):
-        record = {"value": metric["value"], "convention": dict(metric.get("convention") or default_convention or {})}
+    if isinstance(metric, Mapping):  # other keys (e.g. the values over k-means seeds) are kept
+        record = {**{k: v for k, v in metric.items() if k != "name"}, "value": metric["value"],
+                  "convention": dict(metric.get("convention") or default_convention or {})}
     else:
         record = {"value": metric, "convention": dict(default_convention or {})}
     value = float(record["value"])
@@ -126,7 +127,8 @@ def results_frame(records: list[dict]) -> "pd.DataFrame":
                          "dataset": params.get("dataset"), "photo_set": params.get("photo_set"),
                          "backbone": train.get("backbone"), "lambda_da": train.get("lambda_da"), "seed": r["seed"],
                          "retrieval": retrieval.get("kind"), "M": retrieval.get("M"), "K": retrieval.get("K"),
-                         "variant": retrieval.get("variant"), "metric": metric, "value": m["value"],
+                         "variant": retrieval.get("variant"), "tie_order": retrieval.get("ties"), "metric": metric,
+                         "value": m["value"],
                          "ties": conv.get("ties"),
                          "convention": ", ".join(f"{k}={conv[k]}" for k in ("ap", "map_k_denominator",
                                                  "prec_k_denominator", "average", "ties") if conv.get(k) is not None)})

@@ -23,20 +23,21 @@ from ..eval.metrics import DEFAULT_METRICS
 from .results import load_results, mean_std_text, results_frame, summary_table
 
 CONVENTION_ROW = "metric convention"
-_PROCEDURE_KEYS = ["retrieval", "M", "K", "variant"]
+_PROCEDURE_KEYS = ["retrieval", "M", "K", "variant", "tie_order"]
 
 
-def procedure_text(retrieval, M, K, variant) -> str:
-    """'exact' or 'cluster M=2 K=16 rerank'."""
+def procedure_text(retrieval, M, K, variant, tie_order=None) -> str:
+    """'exact', 'cluster M=2 K=16 rerank', or with an explicit tie order 'cluster M=1 K=10 adc, stable ties'."""
     if retrieval == "exact":
         return "exact"
     parts = [str(retrieval or "unknown retrieval")] + [f"{k}={_int(v)}" for k, v in (("M", M), ("K", K)) if _given(v)]
-    return " ".join(parts + ([str(variant)] if _given(variant) else []))
+    text = " ".join(parts + ([str(variant)] if _given(variant) else []))
+    return text + (f", {tie_order} ties" if _given(tie_order) else "")
 
 
-def derived_label(method, lambda_da, retrieval, M=None, K=None, variant=None) -> str:
+def derived_label(method, lambda_da, retrieval, M=None, K=None, variant=None, tie_order=None) -> str:
     """A readable row label for a results file that has no ``params["label"]``."""
-    procedure = procedure_text(retrieval, M, K, variant)
+    procedure = procedure_text(retrieval, M, K, variant, tie_order)
     if method == "clusterretri":
         if not lambda_da:
             return "exact retrieval baseline (no L_DA)" if procedure == "exact" else f"baseline (no L_DA), {procedure}"
