@@ -183,3 +183,27 @@ def test_results_files_keep_the_seed_values_and_tables_show_both_tie_orders(tmp_
     frame = tables.study_frame(tmp_path)
     rows = set(tables.study_table(frame, "d").index) - {tables.CONVENTION_ROW}
     assert rows == {"ClusterRetri L_DA 0.1, cluster M=1 K=4 adc", "ClusterRetri L_DA 0.1, cluster M=1 K=4 adc, stable ties"}
+
+
+def test_the_sketchy_config_scores_the_gallery_as_published(isolated_dirs):
+    """SAKE's Sketchy photo lists name the unseen originals twice: the authors' protocol keeps the repeats (their
+    17,101-entry gallery), the clean one drops them (14,601); the fabricated tree lists 3 originals per class twice."""
+    from fabricate_real import SKETCHY, sketchy_sake
+    from zssbir.data.lists import read_list
+    from zssbir.data.prepare import prepare
+    from zssbir.models.factory import build_model
+    from zssbir.study.runs import run_config
+    from zssbir.study.scoring import split_features
+
+    prepare("sketchy_ext_split1", [sketchy_sake(isolated_dirs / "download")], classes=SKETCHY)
+    authors = run_config("clusterretri/sketchy_ext_split1.yaml")
+    assert authors.protocol == "authors" and authors.list_duplicates == "keep"
+    small = {"backbone": "small", "pretrained": None, "lambda_kd": 0.0, "teacher_weights": None, "image_size": 32,
+             "embed_dim": 16, "backbone_params": {"width": 32, "depth": 1, "heads": 2}, "device": "cpu"}
+    sizes = {}
+    for protocol in ("authors", "clean"):
+        config = run_config("clusterretri/sketchy_ext_split1.yaml", {**small, "protocol": protocol})
+        model = build_model(config, list(SKETCHY.seen))
+        sizes[protocol] = len(split_features(model, config, "zero", device="cpu")["photo"][1])
+    listed = read_list(isolated_dirs / "data" / "Sketchy" / "zeroshot1" / "all_photo_filelist_zero.txt")
+    assert sizes == {"authors": len(listed), "clean": len(listed) - 2 * 3}
