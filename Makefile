@@ -32,6 +32,7 @@ bench: setup ## print speed and memory figures of metrics (and retrieval) agains
 	$(PY) bench/bench_metrics.py
 	$(PY) bench/bench_clustering.py
 	$(PY) bench/bench_backbones.py
+	$(PY) bench/bench_cluster_grid.py
 
 lab: setup ## open the notebooks in JupyterLab
 	$(VENV)/bin/jupyter lab notebooks

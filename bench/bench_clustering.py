@@ -9,6 +9,9 @@ k-means removes best, so the gap between the methods says nothing about real fea
 Timings: "fit" = k-means of the gallery (M sub-spaces x K centroids); "score" = producing every
 distance block, discarded; "query" = scoring plus all four metrics in one streaming pass of
 ``zssbir.eval.metrics.evaluate`` (what a user pays per evaluation); "ratio" = query time / exact query time.
+Variant "adc" is ranked by its PQ cells (path "auto", ``zssbir.eval.cell_ranks``) and, for comparison,
+by its (Q, N) distance blocks (path "scores"); both give identical values. The M x K grid over
+k-means seeds is ``bench/bench_cluster_grid.py``.
 
     python bench/bench_clustering.py            # full size, about a minute on 2 CPU cores
     python bench/bench_clustering.py --quick    # small sizes, a few seconds
@@ -72,7 +75,8 @@ def main(argv=None) -> None:
           f"M = {args.M}, K = {args.K}, k-means seed 123, feature seed {args.seed}, torch threads "
           f"{torch.get_num_threads()}, block size {args.block_size}")
     print(f"metrics: {', '.join(METRICS)} under preset {PRESET!r} (VOC AP, class-averaged); "
-          "ties: adc/fuse stable by gallery index, rerank by exact distance (nearest first)\n")
+          "ties: adc/fuse random (seeded by the k-means seed), rerank by exact distance (nearest first); "
+          "adc is ranked by PQ cells (path 'auto'), 'adc, scores path' ranks the (Q, N) ADC blocks instead\n")
 
     bs = args.block_size
     index, fit_s = timed(lambda: ClusterIndex.fit(g, args.M, args.K))
@@ -80,20 +84,21 @@ def main(argv=None) -> None:
     _, score_s = timed(lambda: consume(score_blocks(q, g, block_size=bs, reuse_buffer=True)))
     exact, query_s = timed(lambda: evaluate_features(q, g, ql, gl, metrics=METRICS, preset=PRESET, block_size=bs))
     rows.append(("exact (cosine)", float("nan"), score_s, query_s, exact))
-    for variant in ("adc", "fuse", "rerank"):
+    for variant, path in (("adc", "auto"), ("adc", "scores"), ("fuse", "auto"), ("rerank", "auto")):
         _, score_s = timed(lambda: consume(index.score_blocks(q, variant, block_size=bs, reuse_buffer=True)))
         res, query_s = timed(lambda: index.evaluate(q, ql, gl, variant=variant, metrics=METRICS, preset=PRESET,
-                                                    block_size=bs))
-        rows.append((f"cluster {variant} M={args.M} K={args.K}", fit_s, score_s, query_s, res))
+                                                    block_size=bs, path=path))
+        name = f"cluster {variant}{', scores path' if path == 'scores' else ''} M={args.M} K={args.K}"
+        rows.append((name, fit_s, score_s, query_s, res))
 
     exact_query = rows[0][3]
-    head = f"{'method':<24} {'fit s':>7} {'score s':>8} {'query s':>8} {'ratio':>6}" + "".join(
+    head = f"{'method':<37} {'fit s':>7} {'score s':>8} {'query s':>8} {'ratio':>6}" + "".join(
         f" {m:>9}" for m in METRICS)
     print(head)
     print("-" * len(head))
     for name, fit, score, query, res in rows:
         fit_txt = "-" if np.isnan(fit) else f"{fit:.2f}"
-        print(f"{name:<24} {fit_txt:>7} {score:>8.2f} {query:>8.2f} {query / exact_query:>6.2f}"
+        print(f"{name:<37} {fit_txt:>7} {score:>8.2f} {query:>8.2f} {query / exact_query:>6.2f}"
               + "".join(f" {res[m].value:>9.4f}" for m in METRICS))
     print(f"\nquantisation error (mean |x - x_hat|^2 on the normalised gallery): {index.quantization_error():.4f}; "
           f"distinct PQ cells used: {len(np.unique(index.codes, axis=0))} of {args.K ** args.M}")

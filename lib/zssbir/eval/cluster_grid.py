@@ -38,7 +38,10 @@ def grid(query, gallery, query_labels, gallery_labels, *, Ms: Sequence[int] = GR
     variants. ``ties`` lists the policies for "adc" and "fuse" ("stable", "random" with ``seed``);
     "rerank" always uses "secondary" (one row set). An (M, K) that cannot be fitted (M does not
     divide D, K > gallery size) gives ONE row with ``skipped=True``, ``reason`` the error message
-    and NaN/None elsewhere. ``progress``, if given, is called with a line per fitted (M, K)."""
+    and NaN/None elsewhere. ``progress``, if given, is called with a line per fitted (M, K).
+    ``evaluate_kwargs`` go to ``ClusterIndex.evaluate`` (metric conventions, ``skip_missing``,
+    ``num_threads``, ``path``: "auto" ranks "adc" by its PQ cells, "scores" forces the (Q, N)
+    distance blocks for every variant; the values are the same)."""
     import pandas as pd
 
     names = [metrics] if isinstance(metrics, str) else list(metrics)

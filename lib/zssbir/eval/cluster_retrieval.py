@@ -18,8 +18,15 @@ Encode   codes[n, m] = argmin_k ||x_n^(m) - c_{m,k}||^2 (the nearest centroid, r
 ADC      adc(q, n) = sum_m ||q^(m) - c_{m, codes[n, m]}||^2 = ||q - x_hat_n||^2, a squared
          distance: SMALLER IS BETTER. Computed per query block from lookup tables
          T[b, m, k] = ||q_b^(m) - c_{m,k}||^2 (shape [B, M, K]) gathered by the codes. Items with
-         the same code tuple get bit-identical scores (same table entries, same summation order),
-         so at M = 1 every member of a cluster ties exactly.
+         the same code tuple get bit-identical scores (same table entries, same summation order,
+         m = 0 .. M-1 from left to right in float32; ``gather_sum``), so at M = 1 every member of
+         a cluster ties exactly.
+Ranking  (how, never what: ``ClusterIndex.evaluate(path=...)``). "scores": the (B, N) distance
+         blocks through ``metrics.evaluate`` / ``relevant_ranks`` (an O(N log N) sort per query).
+         "cells" (variant "adc"): the distances of the C <= N distinct code tuples (PQ cells),
+         ranked by ``zssbir.eval.cell_ranks`` in O(C + relevant items) per query, with the same
+         ranks and so bit-identical per-query values under every tie policy and convention.
+         "auto" (default) takes "cells" for "adc", "scores" for "fuse" and "rerank".
 Variants ("adc", "fuse", "rerank"), all distances ranked ascending (``higher_is_better=False``):
   "adc"     the ADC alone; ties (items sharing a code tuple) follow the tie policy "random"
             (default, seeded by the k-means seed) or "stable" (gallery index), see ``zssbir.eval.relevant_ranks``.
@@ -38,16 +45,21 @@ The ITQ hashing baseline of the released code is not implemented.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 import math
 
 import numpy as np
 import torch
 
-from .metrics import DEFAULT_METRICS, MetricResult, evaluate
+from .cell_ranks import CellRanker, cells_of
+from .metrics import DEFAULT_METRICS, MetricResult, evaluate, evaluate_rank_blocks
 from .exact_search import as_features, l2_normalize
 
 VARIANTS = ("adc", "fuse", "rerank")
+PATHS = ("auto", "cells", "scores")  # how ClusterIndex.evaluate ranks (see choose_path)
+_CELL_KWARGS = {"ap", "map_k_denominator", "prec_k_denominator", "average", "skip_missing", "num_threads"}
+_FUSED_FROM_M = 3  # gather_sum: fused gather-add from this many sub-spaces on (measured faster from M = 3-4)
 DEFAULT_SEED = 123  # the authors' k-means seed
 DEFAULT_FUSE_WEIGHT = 0.2  # lambda_f of the released logs
 
@@ -85,9 +97,10 @@ class ClusterIndex:
         self.M, self.K, self.d_sub = centroids.shape
         self._c = torch.from_numpy(centroids)
         self._c_sq = (self._c * self._c).sum(-1)  # (M, K)
-        # column index of every item into the flattened [B, M * K] table, one row per sub-space
-        self._flat = (torch.from_numpy(codes) + torch.arange(self.M)[None, :] * self.K).T.contiguous()
+        # column of every item's entry in the flattened [B, M * K] table, per sub-space: (N, M)
+        self._cols = (torch.from_numpy(codes) + torch.arange(self.M)[None, :] * self.K).contiguous()
         self._g_sq = (gallery * gallery).sum(1)
+        self._cells = None  # (cell_codes, cell_of, sizes, cell columns), see cells()
 
     @property
     def dim(self) -> int:
@@ -134,14 +147,22 @@ class ClusterIndex:
         """Lookup tables T[b, m, k] = ||q_b^(m) - c_{m,k}||^2, shape (B, M, K), for prepared queries."""
         qs = q.reshape(len(q), self.M, self.d_sub)
         dots = torch.einsum("bmd,mkd->bmk", qs, self._c)
-        return (self._c_sq[None] - 2 * dots + (qs * qs).sum(-1, keepdim=True)).clamp_(min=0)
+        # (|c|^2 - 2 q.c) + |q|^2 in place, rounded exactly as that expression: -2 x is exact and
+        # a + (-b) is a - b, so the tables are bit-identical to the out-of-place form, without its
+        # three temporaries of shape (B, M, K)
+        return dots.mul_(-2).add_(self._c_sq[None]).add_((qs * qs).sum(-1, keepdim=True)).clamp_(min=0)
+
+    def cells(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The distinct code tuples (PQ cells) of the gallery: ``(cell_codes (C, M), cell_of (N,), sizes (C,))``
+        (``zssbir.eval.cell_ranks.cells_of``). Items of a cell get bit-identical ADC scores."""
+        if self._cells is None:
+            cell_codes, cell_of, sizes = cells_of(self.codes)
+            cols = (torch.from_numpy(cell_codes) + torch.arange(self.M)[None, :] * self.K).contiguous()
+            self._cells = (cell_codes, cell_of, sizes, cols)
+        return self._cells[:3]
 
     def _adc_into(self, q: torch.Tensor, out: torch.Tensor, tmp: torch.Tensor) -> torch.Tensor:
-        lut = self.tables(q).reshape(len(q), self.M * self.K)
-        torch.index_select(lut, 1, self._flat[0], out=out)
-        for m in range(1, self.M):  # loop over sub-spaces (<= M), vectorised over queries and items
-            out.add_(torch.index_select(lut, 1, self._flat[m], out=tmp))
-        return out
+        return gather_sum(self.tables(q).reshape(len(q), self.M * self.K), self._cols, out, tmp)
 
     def _exact_into(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         torch.add(self._g_sq[None, :], (q * q).sum(1, keepdim=True), out=out)  # |x|^2 + |q|^2
@@ -186,23 +207,117 @@ class ClusterIndex:
     def evaluate(self, query, query_labels, gallery_labels, *, variant: str = "adc", ties: str | None = None,
                  metrics: Sequence[str] | str = DEFAULT_METRICS, preset: str | None = None,
                  fuse_weight: float = DEFAULT_FUSE_WEIGHT, tie_seed: int | None = None, block_size: int = 1024,
-                 **evaluate_kwargs) -> dict[str, MetricResult]:
+                 path: str = "auto", **evaluate_kwargs) -> dict[str, MetricResult]:
         """``metrics.evaluate`` on this index's distance blocks. ``ties`` defaults to "random" for
         "adc"/"fuse" and must be (and defaults to) "secondary" for "rerank"; ``tie_seed`` (default:
-        the k-means seed) seeds ``ties="random"``. Each result's convention records M, K, variant."""
+        the k-means seed) seeds ``ties="random"``. Each result's convention records M, K, variant.
+
+        ``path`` (how, never what): "scores" ranks the (B, N) item distances (``relevant_ranks``);
+        "cells" (variant "adc" only) ranks the (B, C) distances of the C distinct PQ cells
+        (``cell_ranks``), with identical per-query values; "auto" (default) takes "cells" for "adc"
+        (see ``choose_path``)."""
         ties = resolve_ties(variant, ties)
         if len(gallery_labels) != len(self.codes):
             raise ValueError(f"{len(gallery_labels)} gallery labels for an index of {len(self.codes)} items")
-        extra = ({"secondary_higher_is_better": False} if ties == "secondary"
-                 else {"seed": self.seed if tie_seed is None else tie_seed} if ties == "random" else {})
-        blocks = self.score_blocks(query, variant, fuse_weight=fuse_weight, block_size=block_size,
-                                   reuse_buffer=True)
-        res = evaluate(blocks, query_labels, gallery_labels, metrics=metrics, preset=preset, ties=ties,
-                       higher_is_better=False, block_size=block_size, **extra, **evaluate_kwargs)
+        path = self.choose_path(variant, path, evaluate_kwargs)
+        seed = self.seed if tie_seed is None else tie_seed
+        if path == "cells":
+            res = self._evaluate_cells(query, query_labels, gallery_labels, ties, seed, metrics, preset, block_size,
+                                       **evaluate_kwargs)
+        else:
+            extra = ({"secondary_higher_is_better": False} if ties == "secondary"
+                     else {"seed": seed} if ties == "random" else {})
+            blocks = self.score_blocks(query, variant, fuse_weight=fuse_weight, block_size=block_size,
+                                       reuse_buffer=True)
+            res = evaluate(blocks, query_labels, gallery_labels, metrics=metrics, preset=preset, ties=ties,
+                           higher_is_better=False, block_size=block_size, **extra, **evaluate_kwargs)
         info = {"retrieval": "cluster_then_retrieve", "variant": variant, "M": self.M, "K": self.K,
                 "kmeans_seed": self.seed, "kmeans_niter": self.niter, "normalize": self.normalize,
                 "fuse_weight": fuse_weight if variant == "fuse" else None}
         return {k: replace(r, convention={**r.convention, **info}) for k, r in res.items()}
+
+    def choose_path(self, variant: str, path: str = "auto", evaluate_kwargs: dict | None = None) -> str:
+        """The ranking path ``evaluate`` takes: "cells" or "scores" (validates ``path``).
+
+        "auto": "cells" for variant "adc" (ties "stable" or "random") unless ``evaluate_kwargs``
+        holds an argument only ``metrics.evaluate`` takes (then "scores", which handles it as
+        before). The cell path costs O(C M) table look-ups plus O(C) counting per query, C <= N
+        distinct cells; the score path O(N M) look-ups plus an O(N log N) sort. Even with every
+        cell distinct (C = N, large M) the counting is several times cheaper than the sort
+        (``bench/bench_cluster_grid.py``), so "auto" never needs the score path for "adc"."""
+        check_variant(variant)
+        if path not in PATHS:
+            raise ValueError(f"unknown path={path!r}; expected one of {PATHS}")
+        if path == "cells" and variant != "adc":
+            raise ValueError(f"path='cells' ranks PQ cells and applies to variant='adc' only, got variant={variant!r}"
+                             " (fuse and rerank scores differ within a cell); use path='auto' or 'scores'")
+        if path != "auto":
+            return path
+        if variant != "adc" or set(evaluate_kwargs or ()) - _CELL_KWARGS:
+            return "scores"
+        return "cells"
+
+    def _evaluate_cells(self, query, query_labels, gallery_labels, ties: str, seed: int, metrics, preset,
+                        block_size: int, *, num_threads: int | None = None, **convention) -> dict[str, MetricResult]:
+        """Variant "adc" ranked by cells: same results as the score path (``cell_ranks``)."""
+        self.cells()
+        _, cell_of, sizes, cols = self._cells
+
+        def rank_blocks(labels):
+            ranker = CellRanker(cell_of, sizes, labels, ties, seed)
+            if block_size < 1:
+                raise ValueError(f"block_size must be >= 1, got {block_size}")
+            q = self.prepare_queries(query)
+            n_queries = len(labels.query_codes)
+            threads = max(1, num_threads or torch.get_num_threads())
+            with ThreadPoolExecutor(threads) as pool:
+                for start in range(0, len(q), block_size):
+                    end = min(start + block_size, len(q))
+                    if end > n_queries:
+                        raise ValueError(f"score block [{start}, {end}) runs past the {n_queries} query labels")
+                    # the block's tables exactly as the score path computes them, transposed: (M K, B)
+                    lut_t = self.tables(q[start:end]).reshape(end - start, self.M * self.K).T.contiguous()
+
+                    def dist(a, b, lut_t=lut_t):  # cell-major (C, b - a) distances of block rows [a, b)
+                        return gather_sum_cellmajor(lut_t[:, a:b].contiguous(), cols).numpy()
+                    yield ranker.rank_block(start, end, dist, pool, threads)
+            if len(q) != n_queries:
+                raise ValueError(f"score blocks covered {len(q)} queries but {n_queries} query labels were given")
+
+        order = {"ties": ties, "seed": seed if ties == "random" else None, "higher_is_better": False}
+        return evaluate_rank_blocks(rank_blocks, query_labels, gallery_labels, order, metrics=metrics, preset=preset,
+                                    **convention)
+
+
+def gather_sum(lut: torch.Tensor, cols: torch.Tensor, out: torch.Tensor, tmp: torch.Tensor) -> torch.Tensor:
+    """ADC from tables, query-major: ``out[b, n] = lut[b, cols[n, 0]] + lut[b, cols[n, 1]] + ... +
+    lut[b, cols[n, M - 1]]``, summed from left to right in float32, so that the same entries always
+    give bit-identical sums. ``lut`` (B, M K) tables, ``cols`` (n, M) int64 columns, ``out``/``tmp``
+    (B, n) float32 buffers. M < 3: one ``index_select`` per sub-space over the (B, n) block; larger
+    M: ``gather_sum_cellmajor`` (one fused pass instead of M), transposed into ``out``."""
+    if cols.shape[1] < _FUSED_FROM_M:
+        torch.index_select(lut, 1, cols[:, 0].contiguous(), out=out)
+        for m in range(1, cols.shape[1]):
+            out.add_(torch.index_select(lut, 1, cols[:, m].contiguous(), out=tmp))
+        return out
+    out.copy_(gather_sum_cellmajor(lut.T.contiguous(), cols).T)
+    return out
+
+
+def gather_sum_cellmajor(lut_t: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """The same sums, item- (or cell-) major: ``(n, B)`` from the transposed tables ``lut_t`` (M K, B),
+    whose rows are the B contiguous entries of one table column. M < 3: ``index_select`` of rows
+    per sub-space; larger M: one fused gather-add, ``embedding_bag(cols, lut_t, mode="sum")``, whose
+    CPU kernel starts from zero and adds the M rows in index order: the same left-to-right sum
+    (0 + t_0 = t_0; table entries are never -0.0). ``tests/test_cluster_paths.py`` checks
+    bit-equality with the per-sub-space sum on entries of mixed magnitudes, where another order
+    would round differently."""
+    if cols.shape[1] < _FUSED_FROM_M:
+        out = torch.index_select(lut_t, 0, cols[:, 0].contiguous())
+        for m in range(1, cols.shape[1]):
+            out.add_(torch.index_select(lut_t, 0, cols[:, m].contiguous()))
+        return out
+    return torch.nn.functional.embedding_bag(cols, lut_t, mode="sum")
 
 
 def encode(gallery: torch.Tensor, centroids: np.ndarray) -> np.ndarray:

@@ -41,13 +41,13 @@ Queries whose class has no gallery item: ``ValueError`` naming the classes, unle
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 import re
 
 import numpy as np
 
-from .relevant_ranks import iter_rank_blocks, label_index
+from .relevant_ranks import LabelIndex, RankBlock, iter_rank_blocks, label_index
 
 AP_FLAVOURS = ("voc", "exact")
 MAP_K_DENOMINATORS = ("min_k_relevant", "relevant_in_topk")
@@ -198,6 +198,29 @@ def evaluate(scores, query_labels, gallery_labels, *, metrics: Sequence[str] | s
     policy (``ties``, ``seed``, ``secondary``) and score direction (``higher_is_better``) are
     described in ``zssbir.eval.relevant_ranks``. ``num_threads`` defaults to torch's thread count.
     """
+    def rank_blocks(labels):
+        return iter_rank_blocks(scores, labels, higher_is_better=higher_is_better, ties=ties, seed=seed,
+                                secondary=secondary, secondary_higher_is_better=secondary_higher_is_better,
+                                block_size=block_size, num_threads=num_threads)
+
+    order = {"ties": ties, "seed": seed if ties == "random" else None, "higher_is_better": bool(higher_is_better)}
+    if ties == "secondary":
+        order["secondary_higher_is_better"] = bool(higher_is_better if secondary_higher_is_better is None
+                                                   else secondary_higher_is_better)
+    return evaluate_rank_blocks(rank_blocks, query_labels, gallery_labels, order, metrics=metrics, preset=preset,
+                                ap=ap, map_k_denominator=map_k_denominator, prec_k_denominator=prec_k_denominator,
+                                average=average, skip_missing=skip_missing)
+
+
+def evaluate_rank_blocks(rank_blocks: Callable[[LabelIndex], Iterable[RankBlock]], query_labels, gallery_labels,
+                         order: dict, *, metrics: Sequence[str] | str = DEFAULT_METRICS, preset: str | None = None,
+                         ap: str | None = None, map_k_denominator: str | None = None,
+                         prec_k_denominator: str | None = None, average: str | None = None,
+                         skip_missing: bool = False) -> dict[str, MetricResult]:
+    """``evaluate`` from ranks: ``rank_blocks(labels)`` yields the ``RankBlock`` s of every query
+    (``relevant_ranks.iter_rank_blocks`` for score matrices; ``cell_ranks`` for scores constant on
+    cells) and ``order`` is the ranking's record (ties, seed, higher_is_better, ...) for each
+    result's convention. Same validation, per-query values and averages as ``evaluate``."""
     conv = resolve_convention(preset, ap=ap, map_k_denominator=map_k_denominator,
                               prec_k_denominator=prec_k_denominator, average=average)
     names = [metrics] if isinstance(metrics, str) else list(metrics)
@@ -214,18 +237,12 @@ def evaluate(scores, query_labels, gallery_labels, *, metrics: Sequence[str] | s
                          "Fix the split, or pass skip_missing=True to leave those queries out of every "
                          "average (their per-query values are NaN).")
     values = {name: np.full(len(labels.query_codes), np.nan) for name in names}
-    for block in iter_rank_blocks(scores, labels, higher_is_better=higher_is_better, ties=ties, seed=seed,
-                                  secondary=secondary, secondary_higher_is_better=secondary_higher_is_better,
-                                  block_size=block_size, num_threads=num_threads):
+    for block in rank_blocks(labels):
         for rows, ranks in block.groups:
             for name in names:
                 values[name][rows] = query_values(ranks, labels.n_gallery, name, ap=conv["ap"],
                                                   map_k_denominator=conv["map_k_denominator"],
                                                   prec_k_denominator=conv["prec_k_denominator"])
-    order = {"ties": ties, "seed": seed if ties == "random" else None, "higher_is_better": bool(higher_is_better)}
-    if ties == "secondary":
-        order["secondary_higher_is_better"] = bool(higher_is_better if secondary_higher_is_better is None
-                                                   else secondary_higher_is_better)
     qlabels = labels.classes[labels.query_codes]
     results = {}
     for name, (kind, k) in parsed.items():
