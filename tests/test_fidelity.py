@@ -207,3 +207,55 @@ def test_the_sketchy_config_scores_the_gallery_as_published(isolated_dirs):
         sizes[protocol] = len(split_features(model, config, "zero", device="cpu")["photo"][1])
     listed = read_list(isolated_dirs / "data" / "Sketchy" / "zeroshot1" / "all_photo_filelist_zero.txt")
     assert sizes == {"authors": len(listed), "clean": len(listed) - 2 * 3}
+
+
+def test_tie_merged_ap_equals_sklearn_on_tied_scores():
+    from sklearn.metrics import average_precision_score
+
+    from zssbir.eval.metrics import evaluate
+
+    # the example: scores [.5, .5, .5], gallery labels [1, 0, 1], query 1
+    example = evaluate(np.array([[0.5, 0.5, 0.5]]), [1], [1, 0, 1], metrics="map@all", preset="sem_pcyc")
+    assert example["map@all"].value == pytest.approx(2 / 3)
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 6, size=(40, 60)).astype(np.float32) / 5   # many ties
+    q, g = rng.integers(0, 4, 40), rng.integers(0, 4, 60)
+    expected = [average_precision_score(g == c, s) for c, s in zip(q, scores)]
+    for ties in ("stable", "random"):
+        got = evaluate(scores, q, g, metrics="map@all", preset="sem_pcyc", ties=ties, seed=3, block_size=7)
+        assert np.allclose(got["map@all"].per_query, expected)
+    distances = evaluate(1 - scores, q, g, metrics="map@all", ap="tie_merged", higher_is_better=False)
+    assert np.allclose(distances["map@all"].per_query, expected)
+    ordered = evaluate(scores, q, g, metrics="map@all", ap="exact")
+    assert not np.allclose(ordered["map@all"].per_query, expected)   # ordering the ties gives other values
+    untied = rng.normal(size=(10, 30))
+    assert evaluate(untied, q[:10], g[:30], ap="tie_merged", metrics="map@all")["map@all"].value == pytest.approx(
+        evaluate(untied, q[:10], g[:30], ap="exact", metrics="map@all")["map@all"].value)
+
+
+def test_tie_merged_ap_at_k_merges_ties_inside_the_cut_list():
+    from sklearn.metrics import average_precision_score
+
+    from zssbir.eval.metrics import evaluate
+    from zssbir.eval.relevant_ranks import tiebreak_ranks
+
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 5, size=(30, 50)).astype(np.float64)
+    q, g = rng.integers(0, 3, 30), rng.integers(0, 3, 50)
+    got = evaluate(scores, q, g, metrics="map@10", preset="sem_pcyc", ties="random", seed=5)["map@10"].per_query
+    for i in range(30):   # Sem-PCYC's apsak: the top 10 by the same tie order, then sklearn on that list
+        top = np.lexsort((tiebreak_ranks(50, "random", 5), -scores[i]))[:10]
+        relevant = g[top] == q[i]
+        expected = average_precision_score(relevant, scores[i, top]) if relevant.any() else 0.0
+        assert got[i] == pytest.approx(expected), i
+
+
+def test_cluster_scores_under_sem_pcyc_take_the_score_path():
+    from zssbir.eval.cluster_retrieval import ClusterIndex
+
+    (g, gl), (q, ql) = _features(0), _features(1)
+    index = ClusterIndex.fit(g, 1, 4)
+    assert index.choose_path("adc", preset="sem_pcyc") == "scores"
+    assert index.choose_path("adc", preset="clusterretri") == "cells"
+    with pytest.raises(ValueError, match="tie_merged"):
+        index.evaluate(q, ql, gl, preset="sem_pcyc", path="cells")

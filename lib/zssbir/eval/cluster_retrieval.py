@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from .cell_ranks import CellRanker, cells_of
-from .metrics import DEFAULT_METRICS, MetricResult, evaluate, evaluate_rank_blocks
+from .metrics import DEFAULT_METRICS, MetricResult, evaluate, evaluate_rank_blocks, resolve_convention
 from .exact_search import as_features, l2_normalize
 
 VARIANTS = ("adc", "fuse", "rerank")
@@ -219,7 +219,7 @@ class ClusterIndex:
         ties = resolve_ties(variant, ties)
         if len(gallery_labels) != len(self.codes):
             raise ValueError(f"{len(gallery_labels)} gallery labels for an index of {len(self.codes)} items")
-        path = self.choose_path(variant, path, evaluate_kwargs)
+        path = self.choose_path(variant, path, evaluate_kwargs, preset=preset)
         seed = self.seed if tie_seed is None else tie_seed
         if path == "cells":
             res = self._evaluate_cells(query, query_labels, gallery_labels, ties, seed, metrics, preset, block_size,
@@ -236,12 +236,13 @@ class ClusterIndex:
                 "fuse_weight": fuse_weight if variant == "fuse" else None}
         return {k: replace(r, convention={**r.convention, **info}) for k, r in res.items()}
 
-    def choose_path(self, variant: str, path: str = "auto", evaluate_kwargs: dict | None = None) -> str:
+    def choose_path(self, variant: str, path: str = "auto", evaluate_kwargs: dict | None = None,
+                    preset: str | None = None) -> str:
         """The ranking path ``evaluate`` takes: "cells" or "scores" (validates ``path``).
 
         "auto": "cells" for variant "adc" (ties "stable" or "random") unless ``evaluate_kwargs``
-        holds an argument only ``metrics.evaluate`` takes (then "scores", which handles it as
-        before). The cell path costs O(C M) table look-ups plus O(C) counting per query, C <= N
+        holds an argument only ``metrics.evaluate`` takes, or the convention's AP flavour is
+        "tie_merged" (then "scores", which handles it as before). The cell path costs O(C M) table look-ups plus O(C) counting per query, C <= N
         distinct cells; the score path O(N M) look-ups plus an O(N log N) sort. Even with every
         cell distinct (C = N, large M) the counting is several times cheaper than the sort
         (``bench/bench_cluster_grid.py``), so "auto" never needs the score path for "adc"."""
@@ -251,9 +252,12 @@ class ClusterIndex:
         if path == "cells" and variant != "adc":
             raise ValueError(f"path='cells' ranks PQ cells and applies to variant='adc' only, got variant={variant!r}"
                              " (fuse and rerank scores differ within a cell); use path='auto' or 'scores'")
+        merged = resolve_convention(preset, ap=(evaluate_kwargs or {}).get("ap"))["ap"] == "tie_merged"
+        if path == "cells" and merged:
+            raise ValueError("ap='tie_merged' (Sem-PCYC's AP) needs the item distances: use path='auto' or 'scores'")
         if path != "auto":
             return path
-        if variant != "adc" or set(evaluate_kwargs or ()) - _CELL_KWARGS:
+        if variant != "adc" or merged or set(evaluate_kwargs or ()) - _CELL_KWARGS:
             return "scores"
         return "cells"
 
