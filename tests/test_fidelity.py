@@ -259,3 +259,26 @@ def test_cluster_scores_under_sem_pcyc_take_the_score_path():
     assert index.choose_path("adc", preset="clusterretri") == "cells"
     with pytest.raises(ValueError, match="tie_merged"):
         index.evaluate(q, ql, gl, preset="sem_pcyc", path="cells")
+
+
+def test_scipy_backend_gives_the_authors_centroids():
+    """The authors' PQ.fit: numpy's global state seeded once, then kmeans2(minit='points') per sub-space in order."""
+    import warnings
+
+    from scipy.cluster.vq import kmeans2
+
+    from zssbir.eval.cluster_retrieval import ClusterIndex, evaluate_clustered, prepare_features
+
+    (g, gl), (q, ql) = _features(0, dim=8), _features(1, dim=8)
+    index = ClusterIndex.fit(g, 2, 5, seed=123, backend="scipy")
+    unit = prepare_features(g, "gallery", True).numpy()  # L2-normalised in torch, as their feature extraction does
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.random.seed(123)
+        authors = [kmeans2(unit[:, m * 4:(m + 1) * 4], 5, iter=20, minit="points")[0] for m in range(2)]
+    assert np.array_equal(index.centroids, np.stack(authors))
+    assert not np.array_equal(ClusterIndex.fit(g, 2, 5, seed=124, backend="scipy").centroids, index.centroids)
+    result = evaluate_clustered(q, g, ql, gl, 2, 5, kmeans_backend="scipy", preset="clusterretri")["map@all"]
+    assert result.convention["kmeans_backend"] == "scipy"
+    with pytest.raises(ValueError, match=r"unknown k-means backend 'sklearn'; expected one of \('faiss', 'scipy'\)"):
+        ClusterIndex.fit(g, 2, 5, backend="sklearn")
