@@ -62,8 +62,12 @@ def test_every_notebook_runs_with_tiny_parameters(isolated_dirs):
         executed = nbformat.read(out / f"{step.name}.ipynb", as_version=4)
         errors = [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors
+        stderr = [o["text"][:200] for c in executed.cells for o in c.get("outputs", [])
+                  if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+        assert not stderr, f"{step.name} shows stderr boxes in its report page: {stderr}"
         assert (out / f"{step.name}.html").stat().st_size > 10_000
     assert json.loads((out / "index.json").read_text())["steps"][0]["parameters"] == STEPS[0].test_parameters
+    assert "What the study found" in index and "Chance level" in index  # the findings of 05's headline.json
 
     # 01 wrote one results file per run and procedure, with the run's settings and values in range
     train_steps = [s for s in STEPS if s.notebook == "01_train.ipynb"]
