@@ -221,6 +221,11 @@ class Explorer:
             raise ValueError(f"K = {K} is not possible: every sub-space has at most as many centroids as the gallery "
                              f"has photos ({self.gallery_size}); the largest valid K is {self.gallery_size}")
 
+    @property
+    def fitted_indexes(self) -> int:
+        """How many (M, K) indexes have been fitted (each is fitted once)."""
+        return len(self._indexes)
+
     def index(self, M: int, K: int) -> ClusterIndex:
         """The PQ index of the gallery with M sub-spaces and K centroids (fitted once, then reused)."""
         self.check_mk(M, K)

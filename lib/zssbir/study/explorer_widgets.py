@@ -35,6 +35,13 @@ def _png(image) -> bytes:
     return buf.getvalue()
 
 
+def _show(widget, image) -> None:
+    """Put a PIL image into an Image widget at its own size (a flex box would otherwise stretch it)."""
+    widget.width, widget.height = str(image.width), str(image.height)
+    widget.layout.width, widget.layout.height = f"{image.width}px", f"{image.height}px"
+    widget.value = _png(image)
+
+
 def _classed(widget, *names):
     for n in names:
         widget.add_class(n)
@@ -57,7 +64,8 @@ class ExplorerApp:
         self.source = _classed(W.ToggleButtons(options=SOURCES, value=SOURCES[0], description="query:", style=style),
                                "zssbir-source")
         self.cls = _classed(W.Dropdown(options=[(n, i) for i, n in enumerate(names)], value=explorer.class_id(cls),
-                                       description="class (of the sketch, or of your drawing):", style=style),
+                                       description="class (of the sketch, or of your drawing):", style=style,
+                                       layout=W.Layout(width="440px")),
                             "zssbir-class")
         self.index = _classed(W.BoundedIntText(value=index, min=0, max=len(explorer.class_sketches(cls)) - 1,
                                                description="sketch index:", style=style,
@@ -165,15 +173,15 @@ class ExplorerApp:
                                (self.cluster_text, self.cluster_image, shown.cluster)):
             text.value = (f"<b>{html.escape(r.name)}</b>: AP <b>{r.ap:.3f}</b>, first {target} at rank "
                           f"<b>{r.first_correct}</b> ({r.n_relevant} {target} photos in the gallery)")
-            image.value = _png(ranking_image(self.explorer, r))
+            _show(image, ranking_image(self.explorer, r))
         cell = shown.cell
         where = "the query's PQ cell" if cell.own else "the nearest occupied PQ cell (the query's own holds no photo)"
         mix = ", ".join(f"{html.escape(k)} {v}" for k, v in cell.classes.items())
         self.cell_text.value = (f"{where} {cell.code}: {len(cell.members)} photos, <b>{cell.share:.0%}</b> {target} "
                                 f"({mix})")
-        self.cell_image.value = _png(cell_image(self.explorer, shown))
+        _show(self.cell_image, cell_image(self.explorer, shown))
         self.status.value = (f"{html.escape(query.source)}: updated in {time.perf_counter() - start:.2f} s "
-                             f"(PQ indexes fitted so far: {len(self.explorer._indexes)})")
+                             f"(PQ indexes fitted so far: {self.explorer.fitted_indexes})")
 
 
 def explorer_app(explorer: Explorer, *, interactive: bool = True, **controls):
