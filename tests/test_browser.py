@@ -82,7 +82,11 @@ def static_server(folder: Path):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    class Server(http.server.ThreadingHTTPServer):
+        def handle_error(self, request, client_address):
+            pass  # the browser closing a connection early is not a failure of the page
+
+    server = Server(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -157,6 +161,10 @@ def test_report_pages_load_in_a_browser(isolated_dirs):
                 page.goto(f"{base}/{name}")
                 page.wait_for_load_state("load")
                 shot(page, f"report_{Path(name).stem}")
+                tables = page.locator("table.dataframe")
+                if tables.count():  # the first table of the page, for a person to see its row labels
+                    tables.first.scroll_into_view_if_needed()
+                    tables.first.screenshot(path=str(SCREENSHOTS / f"report_{Path(name).stem}_table.png"))
             images = page.evaluate("() => document.images.length")
             problems += [f"{name}: image not loaded: {src}" for src in page.evaluate(BROKEN_IMAGES_JS)]
             problems += check_links(page, base, name)

@@ -155,7 +155,7 @@ def _index_html(rows: list[dict], commit: str | None, headline: dict | None = No
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>ZS-SBIR study reports</title>"
         "<style>body{font-family:sans-serif;margin:2em;max-width:80em}td,th{padding:4px 10px;border-bottom:1px solid #ddd;"
-        "text-align:left;vertical-align:top}table.headline{display:block;overflow-x:auto}table.headline th{white-space:nowrap}table.headline td{white-space:nowrap}"
+        "text-align:left;vertical-align:top}th{white-space:nowrap}table.headline{display:block;overflow-x:auto}table.headline td{white-space:nowrap}"
         ".claims li,.chance{line-height:1.4}</style></head><body><h1>ZS-SBIR study: ClusterRetri and DMWA</h1>"
         f"<p>Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from commit "
         f"{html.escape(str(commit))} by <code>make reports</code>.</p>"
