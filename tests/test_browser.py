@@ -249,9 +249,15 @@ def _results(page) -> dict:
 
 
 def _wait_status(page, contains: str, timeout: float = 60.0) -> str:
-    page.wait_for_function("([sel, text]) => { const e = document.querySelector(sel); "
-                           "return e && e.innerText.includes(text); }", arg=[".zssbir-status", contains],
-                           timeout=timeout * 1000)
+    """The explorer's status line once it contains ``contains``; fails saying what it shows instead."""
+    try:
+        page.wait_for_function("([sel, text]) => { const e = document.querySelector(sel); "
+                               "return e && e.innerText.includes(text); }", arg=[".zssbir-status", contains],
+                               timeout=timeout * 1000)
+    except Exception:
+        shown = page.locator(".zssbir-status").inner_text() if page.locator(".zssbir-status").count() else None
+        raise AssertionError(f"the explorer never showed {contains!r} within {timeout:.0f} s; its status line: "
+                             f"{shown!r}") from None
     return page.locator(".zssbir-status").inner_text()
 
 
