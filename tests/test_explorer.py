@@ -79,7 +79,15 @@ def test_bad_input_is_refused_with_a_hint(explorer, dirs):
     missing = runs.run_config("study/clusterretri.yaml", {**TINY, "lambda_da": 0.1, "seed": 5})
     with pytest.raises(runs.RunNotFoundError) as err:
         Explorer.open("study/clusterretri.yaml", {**TINY, "lambda_da": 0.1, "seed": 5}, device="cpu")
-    assert runs.run_name(missing) in str(err.value) and "01_train" in str(err.value) and "zssbir train" in str(err.value)
+    message = str(err.value)
+    assert runs.run_name(missing) in message and "01_train" in message and "make reports" in message
+    assert "`zssbir train --config configs/study/clusterretri.yaml --set dataset=synthetic_tiny epochs=1" in message
+    # an incomplete run folder (a checkpoint but no selected model) gets the same message
+    folder = runs.default_run_dir(missing)
+    folder.mkdir(parents=True)
+    torch.save({"epoch": 0, "history": [], "best": {"epoch": 0}, "code": runs.training_code()}, folder / "checkpoint.pt")
+    with pytest.raises(runs.RunNotFoundError, match=f"cannot explore run {runs.run_name(missing)}.*no best.pt"):
+        Explorer.open("study/clusterretri.yaml", {**TINY, "lambda_da": 0.1, "seed": 5}, device="cpu")
     with pytest.raises(runs.RunNotFoundError, match="04_dmwa"):
         PairProbe.open("study/dmwa.yaml", {**TINY, "seed": 5}, device="cpu")
 

@@ -75,6 +75,21 @@ def render_strokes(strokes, size: int | tuple[int, int], canvas_size: tuple[floa
     return img.resize((w_img, h_img), Image.LANCZOS).convert("RGB")
 
 
+def open_for_exploring(run_config: str | Path, overrides: dict | None = None, *, device: str = "auto",
+                       trained_by: str = "01_train", if_code_changed: str = "refuse") -> runs.TrainedRun:
+    """``runs.open_run`` of a settings file plus overrides; a run that does not exist or is incomplete (unfinished,
+    or its folder lacks the selected checkpoint) raises one ``RunNotFoundError`` that names the run, its folder and
+    the commands that create it."""
+    config = runs.run_config(run_config, overrides, device=device)
+    try:
+        return runs.open_run(config, device=device, trained_by=trained_by, if_code_changed=if_code_changed)
+    except FileNotFoundError as err:  # RunNotFoundError, or load_trained's missing best.pt
+        raise runs.RunNotFoundError(
+            f"cannot explore run {runs.run_name(config)} (folder {runs.default_run_dir(config)}): {err}. "
+            f"Create it with `make reports` (notebook {trained_by} trains it) or "
+            f"`{runs.train_command(run_config, overrides)}`") from None
+
+
 # ------------------------------------------------------------------------------------------------ results
 @dataclass
 class Query:
@@ -144,10 +159,10 @@ class Explorer:
     @classmethod
     def open(cls, run_config: str | Path, overrides: dict | None = None, *, device: str = "auto",
              trained_by: str = "01_train", if_code_changed: str = "refuse", **kwargs) -> Explorer:
-        """Open the trained run of a settings file plus overrides (``RunNotFoundError`` when it is missing)."""
-        config = runs.run_config(run_config, overrides, device=device)
-        return cls(runs.open_run(config, device=device, trained_by=trained_by, if_code_changed=if_code_changed),
-                   device=device, **kwargs)
+        """Open the trained run of a settings file plus overrides (``RunNotFoundError`` naming it and the command
+        that creates it when it is missing or incomplete)."""
+        return cls(open_for_exploring(run_config, overrides, device=device, trained_by=trained_by,
+                                      if_code_changed=if_code_changed), device=device, **kwargs)
 
     # ------------------------------------------------------------------ what can be asked
     @property
@@ -378,9 +393,8 @@ class PairProbe:
     @classmethod
     def open(cls, run_config: str | Path, overrides: dict | None = None, *, device: str = "auto",
              trained_by: str = "04_dmwa", if_code_changed: str = "refuse", **kwargs) -> PairProbe:
-        config = runs.run_config(run_config, overrides, device=device)
-        return cls(runs.open_run(config, device=device, trained_by=trained_by, if_code_changed=if_code_changed),
-                   device=device, **kwargs)
+        return cls(open_for_exploring(run_config, overrides, device=device, trained_by=trained_by,
+                                      if_code_changed=if_code_changed), device=device, **kwargs)
 
     def __len__(self) -> int:
         return len(self.frame)
