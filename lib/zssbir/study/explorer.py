@@ -81,13 +81,15 @@ def open_for_exploring(run_config: str | Path, overrides: dict | None = None, *,
     or its folder lacks the selected checkpoint) raises one ``RunNotFoundError`` that names the run, its folder and
     the commands that create it."""
     config = runs.run_config(run_config, overrides, device=device)
+    name, folder = runs.run_name(config), runs.default_run_dir(config)
+    create = (f"Create it with `make reports` (notebook {trained_by} trains it) or "
+              f"`{runs.train_command(run_config, overrides)}`")
+    if not (folder / "checkpoint.pt").is_file():
+        raise runs.RunNotFoundError(f"cannot explore run {name}: it has not been trained (no {folder}). {create}")
     try:
         return runs.open_run(config, device=device, trained_by=trained_by, if_code_changed=if_code_changed)
-    except FileNotFoundError as err:  # RunNotFoundError, or load_trained's missing best.pt
-        raise runs.RunNotFoundError(
-            f"cannot explore run {runs.run_name(config)} (folder {runs.default_run_dir(config)}): {err}. "
-            f"Create it with `make reports` (notebook {trained_by} trains it) or "
-            f"`{runs.train_command(run_config, overrides)}`") from None
+    except FileNotFoundError as err:  # RunNotFoundError (unfinished, other code), or load_trained's missing best.pt
+        raise runs.RunNotFoundError(f"cannot explore run {name} (folder {folder}): {err}. {create}") from None
 
 
 # ------------------------------------------------------------------------------------------------ results
