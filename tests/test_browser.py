@@ -346,3 +346,18 @@ def _explore(page, lab_server: dict, timings: dict, start: float) -> None:
         explorer.scroll_into_view_if_needed()
         shot(page, "explore_4_drawing")
         explorer.screenshot(path=str(SCREENSHOTS / "explorer_widget.png"))
+
+        # the DMWA pair view: another pair of the weight list shows other scores and another attention map
+        pairs = page.locator(".zssbir-pairs")
+        pairs.scroll_into_view_if_needed()  # JupyterLab renders cells far off screen lazily
+        page.wait_for_function("() => document.querySelector('.zssbir-pair-text').innerText.includes('a_loc')",
+                               timeout=30_000)
+        before = (page.locator(".zssbir-pair-text").inner_text(), page.locator(".zssbir-pair-image").get_attribute("src"))
+        assert "a_loc" in before[0] and "a_glob" in before[0] and "rank" in before[0]
+        page.locator(".zssbir-pair select").select_option(index=1)
+        page.wait_for_function("([text, src]) => document.querySelector('.zssbir-pair-text').innerText !== text && "
+                               "document.querySelector('.zssbir-pair-image').getAttribute('src') !== src",
+                               arg=list(before), timeout=60_000)
+        after = (page.locator(".zssbir-pair-text").inner_text(), page.locator(".zssbir-pair-image").get_attribute("src"))
+        assert after[0].startswith("pair 1") and after[1] != before[1]
+        shot(page, "explore_5_dmwa_pair")
