@@ -3,7 +3,6 @@ the study's metrics, cached indexes, refusals; its widgets driven from Python; t
 index's findings. Runs on an untrained model of the tiny benchmark (the logic does not need a trained one)."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -216,4 +215,3 @@ def test_report_index_opens_with_the_findings(tmp_path):
     page.write_text("<html><head><title>x</title></head><body></body></html>")
     polish_html(page), polish_html(page)
     assert page.read_text().count("zssbir-report-css") == 1 and "white-space:nowrap" in page.read_text()
-    json.dumps(headline)
