@@ -3,7 +3,6 @@ the study's metrics, cached indexes, refusals; its widgets driven from Python; t
 index's findings. Runs on an untrained model of the tiny benchmark (the logic does not need a trained one)."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
