@@ -337,7 +337,7 @@ def _explore(page, lab_server: dict, timings: dict, start: float) -> None:
         for t in range(1, 21):
             page.mouse.move(x0 + box["width"] * 0.6 * t / 20, y0 + box["height"] * 0.4 * (t % 5) / 5)
         page.mouse.up()
-        _wait_status(page, "drawing of a")
+        _wait_status(page, "drawing meant as")
         timings["drawing"] = time.perf_counter() - step
         drawn = _results(page)
         assert drawn["query_image"] != third["query_image"], "the drawing is not what the model encoded"

@@ -148,7 +148,7 @@ def test_widgets_update_from_python(explorer):
     assert app.exact_text.value != first[0] and bytes(app.query_image.value) != first[3]
     before = shown()
     app._down(20, 20), app._move(120, 200), app._move(230, 40), app._up(230, 40)
-    assert app.source.value == "my drawing" and "drawing of a" in app.status.value
+    assert app.source.value == "my drawing" and "drawing meant as" in app.status.value
     assert shown() != before and bytes(app.query_image.value) != before[3]
     app._clear()
     assert "draw at least one stroke" in app.status.value

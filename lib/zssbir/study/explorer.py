@@ -98,7 +98,7 @@ class Query:
     feature: np.ndarray      # (D,) the run's embedding (un-normalised)
     label: int               # the class (unseen split id) it is scored against; for a drawing: the intended class
     image: Image.Image       # the image the model encoded (before its transform)
-    source: str              # "sketch <class> #i" or "drawing of a <class>"
+    source: str              # "sketch <class> #i" or "drawing meant as <class>"
 
 
 @dataclass
@@ -226,7 +226,7 @@ class Explorer:
         against class ``cls`` (what the person meant to draw). An empty drawing raises ValueError with a hint."""
         c = self.class_id(cls)
         image = render_strokes(strokes, self.sketch_size, canvas_size, width=width)
-        return Query(self.encode(image), c, image, f"drawing of a {self.class_names[c]}")
+        return Query(self.encode(image), c, image, f"drawing meant as {self.class_names[c]}")
 
     # ------------------------------------------------------------------ indexes and rankings
     def check_mk(self, M: int, K: int) -> None:
