@@ -62,8 +62,12 @@ def test_every_notebook_runs_with_tiny_parameters(isolated_dirs):
         executed = nbformat.read(out / f"{step.name}.ipynb", as_version=4)
         errors = [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors
+        stderr = [o["text"][:200] for c in executed.cells for o in c.get("outputs", [])
+                  if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+        assert not stderr, f"{step.name} shows stderr boxes in its report page: {stderr}"
         assert (out / f"{step.name}.html").stat().st_size > 10_000
     assert json.loads((out / "index.json").read_text())["steps"][0]["parameters"] == STEPS[0].test_parameters
+    assert "What the study found" in index and "Chance level" in index  # the findings of 05's headline.json
 
     # 01 wrote one results file per run and procedure, with the run's settings and values in range
     train_steps = [s for s in STEPS if s.notebook == "01_train.ipynb"]
@@ -115,3 +119,23 @@ def test_analysis_notebooks_open_runs_that_the_training_notebook_trains():
                     declared["baseline_overrides"]["default"]))})
             for o in named:
                 assert runs.run_name(runs.run_config("study/clusterretri.yaml", o)) in trained, (step.name, o, test)
+
+
+def test_explorer_opens_runs_that_the_training_notebooks_train():
+    """06_explore opens a ClusterRetri run of a 01 step and 04's main DMWA run, in the report and in the tests."""
+    explore = next(s for s in STEPS if s.notebook == "06_explore.ipynb")
+    assert STEPS.index(explore) > max(STEPS.index(s) for s in STEPS if s.notebook in ("01_train.ipynb", "04_dmwa.ipynb"))
+    declared = papermill.inspect_notebook(str(paths.notebooks_dir() / explore.notebook))
+    dmwa = next(s for s in STEPS if s.notebook == "04_dmwa.ipynb")
+    for test in (False, True):
+        params = explore.test_parameters if test else explore.parameters
+        trained = {runs.run_name(runs.run_config("study/clusterretri.yaml",
+                                                 (s.test_parameters if test else s.parameters)["overrides"]))
+                   for s in STEPS if s.notebook == "01_train.ipynb"}
+        overrides = params.get("overrides", ast.literal_eval(declared["overrides"]["default"]))
+        assert runs.run_name(runs.run_config("study/clusterretri.yaml", overrides)) in trained, test
+        d = dmwa.test_parameters if test else dmwa.parameters
+        main = {**d.get("overrides", {}), "seed": d["seeds"][0]}
+        dmwa_overrides = params.get("dmwa_overrides", ast.literal_eval(declared["dmwa_overrides"]["default"]))
+        assert runs.run_name(runs.run_config("study/dmwa.yaml", dmwa_overrides)) == \
+            runs.run_name(runs.run_config("study/dmwa.yaml", main)), test

@@ -98,6 +98,22 @@ def _check_choice(name: str, value, choices) -> None:
         raise ValueError(f"DMWA {name} must be one of {choices}, got {value!r}")
 
 
+def token_attention(sketch_tokens: torch.Tensor, photo_tokens: torch.Tensor, temperature: float = 0.1
+                    ) -> dict[str, torch.Tensor]:
+    """The local block's token cross-attention, from tokens [B, N, W] and [B, M, W]:
+    ``sketch_to_photo`` [B, N, M] (each sketch token's softmax over the photo tokens of cosine / temperature),
+    ``photo_to_sketch`` [B, M, N], and each token's cosine with what it gathers, ``sketch_score`` [B, N] and
+    ``photo_score`` [B, M] (what ``cross_attention_score`` pools)."""
+    s, p = F.normalize(sketch_tokens.float(), dim=-1), F.normalize(photo_tokens.float(), dim=-1)
+    sim = s @ p.transpose(1, 2) / temperature                               # [B, N, M]
+    s_att, p_att = torch.softmax(sim, dim=2), torch.softmax(sim.transpose(1, 2), dim=2)
+    s_gathered = s_att @ p                                                  # [B, N, W]
+    p_gathered = p_att @ s                                                  # [B, M, W]
+    return {"sketch_to_photo": s_att, "photo_to_sketch": p_att,
+            "sketch_score": F.cosine_similarity(s, s_gathered, dim=-1),     # [B, N]
+            "photo_score": F.cosine_similarity(p, p_gathered, dim=-1)}      # [B, M]
+
+
 def cross_attention_score(sketch_tokens: torch.Tensor, photo_tokens: torch.Tensor, temperature: float = 0.1,
                           sketch_pool: torch.Tensor | None = None, photo_pool: torch.Tensor | None = None) -> torch.Tensor:
     """Local aggregation: a_loc in [0, 1] per pair from tokens [B, N, W] and [B, M, W].
@@ -106,12 +122,8 @@ def cross_attention_score(sketch_tokens: torch.Tensor, photo_tokens: torch.Tenso
     (cosine) with what it gathers; likewise photo -> sketch. Token scores are pooled by ``*_pool``
     ([B, N] and [B, M], rows summing to 1; uniform if None); a_loc = (1 + mean of both directions) / 2.
     """
-    s, p = F.normalize(sketch_tokens.float(), dim=-1), F.normalize(photo_tokens.float(), dim=-1)
-    sim = s @ p.transpose(1, 2) / temperature                               # [B, N, M]
-    s_gathered = torch.softmax(sim, dim=2) @ p                              # [B, N, W]
-    p_gathered = torch.softmax(sim.transpose(1, 2), dim=2) @ s              # [B, M, W]
-    s_score = F.cosine_similarity(s, s_gathered, dim=-1)                    # [B, N]
-    p_score = F.cosine_similarity(p, p_gathered, dim=-1)                    # [B, M]
+    att = token_attention(sketch_tokens, photo_tokens, temperature)
+    s_score, p_score = att["sketch_score"], att["photo_score"]
     s_mean = (s_score * sketch_pool).sum(1) if sketch_pool is not None else s_score.mean(1)
     p_mean = (p_score * photo_pool).sum(1) if photo_pool is not None else p_score.mean(1)
     return (1.0 + 0.5 * (s_mean + p_mean)) / 2.0

@@ -30,7 +30,8 @@ def umap_panels(runs: dict[str, dict], class_names, *, per_class: int = 60, neig
         si, pi = per_class_subsample(sl, per_class, rng), per_class_subsample(pl, per_class, rng)
         x = np.concatenate([s[si], p[pi]])
         x = x / np.linalg.norm(x, axis=1, keepdims=True)
-        points = umap.UMAP(n_neighbors=neighbors, random_state=seed).fit_transform(x)
+        # n_jobs=1 is what a seed implies anyway: UMAP would otherwise warn (a stderr box in the report)
+        points = umap.UMAP(n_neighbors=neighbors, random_state=seed, n_jobs=1).fit_transform(x)
         names = [class_names[c] for c in np.concatenate([sl[si], pl[pi]])]
         embedding_scatter(points, names, ["sketch"] * len(si) + ["photo"] * len(pi), ax=ax, title=label)
     fig.tight_layout()

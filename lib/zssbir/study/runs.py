@@ -94,3 +94,19 @@ def trained_run(config: TrainConfig, *, device: str = "auto", progress: bool = T
     """Train (or resume, or reload) the run of ``config`` and open it: what a training notebook calls."""
     train_run(config, progress=progress, if_code_changed=if_code_changed)
     return open_run(config, device=device, if_code_changed="reuse")
+
+
+def train_command(run_config: str | Path, overrides: dict | None = None) -> str:
+    """The shell command that trains (or resumes) the run of a settings file plus overrides, e.g.
+    ``zssbir train --config configs/study/clusterretri.yaml --set lambda_da=0.1 seed=0``."""
+    import shlex
+
+    path = config_path(run_config)
+    try:
+        shown = path.resolve().relative_to(paths.project_root()).as_posix()
+    except ValueError:
+        shown = str(path)
+    sets = [f"{k}={yaml.safe_dump(v, default_flow_style=True, width=10_000).strip().removesuffix('...').strip()}"
+            for k, v in (overrides or {}).items()]
+    return " ".join(["zssbir", "train", "--config", shlex.quote(shown)]
+                    + (["--set"] + [shlex.quote(s) for s in sets] if sets else []))
