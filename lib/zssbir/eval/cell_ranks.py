@@ -1,12 +1,12 @@
 """Exact ranks of the relevant gallery items when each query scores the gallery cell by cell.
 
-A product quantiser puts every gallery item in a CELL (its code tuple) and asymmetric distances
-(ADC) give all items of a cell the same, bit-identical distance. A query's full ranking is then
-fixed by its C cell distances and by where each item sits among the items it ties with, and the
-tie policy fixes the latter once for all queries. This module computes, from the (B, C) cell
-distances of a block of queries, exactly the ranks ``zssbir.eval.relevant_ranks`` computes from the
-(B, N) item distances (smaller first, ties "stable" or "random"), in O(C + relevant items) per
-query instead of O(N log N).
+A product quantiser puts every gallery item in a CELL (its code tuple), and asymmetric distances
+(ADC) give all items of a cell the same, bit-identical distance. A query's ranking is then fixed
+by its C cell distances and by where each item sits among the items it ties with, which the tie
+policy fixes once for all queries. From the cell distances of a block of queries this module
+computes exactly the ranks ``zssbir.eval.relevant_ranks`` computes from the (B, N) item distances
+(smaller first; ties "stable" or "random"), in O(C + relevant items) per query instead of an
+O(N log N) sort of every item.
 
 Definitions. Item n lies in cell c(n); t_n is its tie rank (``relevant_ranks.tiebreak_ranks``: the
 gallery index for "stable", a permutation drawn from ``default_rng(seed)`` for "random"). For a
@@ -18,18 +18,22 @@ query with cell distances a_c, item n is ranked before item j iff (a_c(n), t_n) 
     within(n)  = #{j in c(n): t_j < t_n}                               (once, for every query)
     across(n)  = #{j not in c(n): a_c(j) == a_c(n), t_j < t_n}         (cells with bit-equal distance)
 
-``across`` is non-zero only when another cell has exactly the distance of a relevant item's cell;
-such queries are detected and ranked item by item (lexsort of (distance, tie rank)), exactly.
+``across`` is non-zero only where another cell has exactly the distance of a relevant item's cell:
+common with integer features, and by chance a few times per query among ~17k distinct float32
+distances. Those items add, per tied cell, its items of lower tie rank (from the cells' sorted
+tie ranks), so tied cells are ordered jointly, as the item-level sort orders them.
 
-before(c) for the cells of the query's class in O(C), without sorting the C distances:
-  1. bin b_c = min(trunc((a_c - min a) * s), nb - 1), s = nb / (max a - min a), in float32. Each
-     step is monotone, so a_c < a_c' implies b_c <= b_c' (the bins only need to be monotone, not
-     accurate: rounding can move a cell to a neighbouring bin, never past a larger distance);
-  2. a histogram of the bins weighted by the cell sizes and its exclusive cumulative sum E[b]
-     (items in lower bins);
-  3. the cells sharing a bin with a relevant cell (about one each) are sorted by distance:
-     before(c) = E[b_c] + the sizes of the cells of bin b_c with a smaller distance.
-Rows are processed in cache-sized chunks over ``num_threads`` threads (numpy releases the GIL).
+before(c) for the cells of the query's class, in O(C) per query, without sorting the C distances:
+  1. integer keys in the order of the distances (their float32 bits when all are >= +0.0, as
+     ADC is; else an order-preserving map with -0.0 == +0.0) and bins (key - min key) >> shift,
+     at most about C / 2 a row: monotone in the distance;
+  2. a histogram of the bins counting each cell's items, and its cumulative sum: the items in
+     the lower bins of the row;
+  3. the cells sharing a bin with a relevant cell (about two per relevant cell), sorted by
+     (row, key): before(c) = items in lower bins + items of the cells ahead of c in its bin; an
+     equal key next to c is a tie across cells.
+Rows are processed in cache-sized chunks of cell-major (C, rows) distances (the layout of the fused
+ADC gather) over ``num_threads`` worker threads (numpy releases the GIL).
 """
 from __future__ import annotations
 
@@ -90,6 +94,9 @@ class CellRanker:
         self.tb = tiebreak_ranks(n, ties, seed)
         self.labels, self.cell_of, self.sizes = labels, np.asarray(cell_of, np.int64), np.asarray(sizes, np.int64)
         self.n_cells = len(self.sizes)
+        if n and (self.cell_of.min() < 0 or self.cell_of.max() >= self.n_cells
+                  or not np.array_equal(np.bincount(self.cell_of, minlength=self.n_cells), self.sizes)):
+            raise ValueError("sizes must count the items of every cell: sizes == bincount(cell_of, minlength=C)")
         order = np.lexsort((self.tb, self.cell_of))  # items by cell, then tie rank
         self.cell_start = np.cumsum(self.sizes) - self.sizes
         within = np.empty(n, np.int64)
