@@ -189,6 +189,15 @@ def verify(dataset_id: str, *, data_root: str | Path | None = None, classes: Spl
             unique, dropped = drop_duplicates(entries) if domain == "photo" else (entries, 0)
             report.duplicates += dropped
             per_class = Counter(e.label for e in entries)
+            outside = sorted(label for label in per_class if not 0 <= label < len(names))
+            if outside:
+                report.errors.append(Problem(
+                    f"{domain} {split}: {sum(per_class[x] for x in outside)} entries of "
+                    f"{bench.list_path(domain, split, data_root).name} have labels {_capped([str(x) for x in outside])} that "
+                    f"{class_path.name} does not define (it names {len(names)} classes, ids 0 to {len(names) - 1})",
+                    f"the list and the class file come from different releases: use the lists and class files of "
+                    f"one release, or write both from the folders with `zssbir data prepare {dataset_id} --lists "
+                    f"folders`"))
             empty = [n for i, n in enumerate(names) if not per_class[i]]
             if empty and split != "val":
                 report.errors.append(Problem(
