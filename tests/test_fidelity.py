@@ -282,3 +282,41 @@ def test_scipy_backend_gives_the_authors_centroids():
     assert result.convention["kmeans_backend"] == "scipy"
     with pytest.raises(ValueError, match=r"unknown k-means backend 'sklearn'; expected one of \('faiss', 'scipy'\)"):
         ClusterIndex.fit(g, 2, 5, backend="sklearn")
+
+
+def test_validation_gallery_subsample_is_per_class_seeded_and_ordered(isolated_dirs):
+    from zssbir.data.datasets import load_split, subsample_per_class
+    from zssbir.data.tools import ensure_dataset
+
+    ensure_dataset("synthetic_tiny", progress=False)
+    photos = load_split("synthetic_tiny", "train", "photo")
+    n_classes = len(photos.class_names)
+    small = subsample_per_class(photos, n_classes * 2, seed=0)
+    counts = np.bincount(small.labels, minlength=n_classes)
+    assert (counts == np.minimum(2, np.bincount(photos.labels))).all()
+    paths = [e.path for e in photos.entries]
+    kept = [paths.index(e.path) for e in small.entries]
+    assert kept == sorted(kept)                                  # list order kept
+    assert [e.path for e in subsample_per_class(photos, n_classes * 2, seed=0).entries] == [e.path for e in small.entries]
+    assert [e.path for e in subsample_per_class(photos, n_classes * 2, seed=1).entries] != [e.path for e in small.entries]
+
+
+def test_each_rank_draws_its_own_worker_seeds_from_one_shared_permutation(isolated_dirs, monkeypatch):
+    """DDP: the ranks split one permutation of the photos (the sampler's seed is shared) while their loaders'
+    seeds (augmentation in workers) differ; rank 0 keeps the single-process seed."""
+    import zssbir.training.loop as loop
+    from zssbir.data.datasets import load_split
+    from zssbir.data.tools import ensure_dataset
+
+    ensure_dataset("synthetic_tiny", progress=False)
+    data = {d: load_split("synthetic_tiny", "train", d) for d in ("sketch", "photo")}
+    config = TrainConfig(dataset="synthetic_tiny", batch_size=12)
+    seen = []
+    original = loop.make_loader
+    monkeypatch.setattr(loop, "make_loader", lambda ds, b, seed, sampler, **kw: seen.append(
+        (seed, sampler.seed, list(sampler))) or original(ds, b, seed=seed, sampler=sampler, **kw))
+    for rank, world in ((0, 1), (0, 2), (1, 2)):
+        loop.mixed_batches(data, config, epoch=0, rank=rank, world=world)
+    (single, _, _), (r0, s0, part0), (r1, s1, part1) = seen
+    assert r0 == single and r1 != r0 and s0 == s1
+    assert not set(part0) & set(part1) and len(part0) == len(part1)
