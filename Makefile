@@ -4,12 +4,15 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PIPELINE ?= notebooks/pipeline.yml
+LAB_PORT ?= 8888
+# JupyterLab refuses to run as root without --allow-root (root is the usual user in containers, with no browser to open)
+LAB_FLAGS := --ip 127.0.0.1 --port $(LAB_PORT) $(if $(filter 0,$(shell id -u)),--allow-root --no-browser,)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data reports test test-fast bench lab strip clean
+.PHONY: help setup data reports test test-browser bench lab explore strip clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## create .venv and install the study with its dev tools (idempotent)
 
@@ -25,17 +28,25 @@ data: setup ## generate the embedded synthetic benchmark into data/datasets/synt
 reports: setup ## regenerate every report (notebooks in notebooks/pipeline.yml) into reports/
 	$(PY) -m zssbir.cli reports --pipeline $(PIPELINE) --readme
 
-test: setup ## run every test: unit tests, notebooks with tiny parameters, nbval
-	$(PY) -m pytest -q tests
-	$(PY) -m pytest -q --nbval-lax notebooks
+test: setup ## run every test: unit tests, and the notebook pipeline with tiny parameters in temporary folders
+	$(PY) -m pytest -q -m "not browser" tests
 
-bench: setup ## print speed and memory figures of metrics (and retrieval) against naive baselines
+test-browser: setup ## the browser tests: report pages and the live explorer in headless Chromium (screenshots in reports/screenshots/)
+	$(PY) -m pytest -q -m browser tests
+
+bench: setup ## print speed and memory figures of metrics (and retrieval) against naive baselines, and of a backbone step
 	$(PY) bench/bench_metrics.py
 	$(PY) bench/bench_clustering.py
+	$(PY) bench/bench_backbones.py
 	$(PY) bench/bench_cluster_grid.py
 
-lab: setup ## open the notebooks in JupyterLab
-	$(VENV)/bin/jupyter lab notebooks
+lab: setup ## open the notebooks in JupyterLab (prints the URL to open)
+	@echo "JupyterLab: open the http://127.0.0.1:$(LAB_PORT)/lab?token=... URL it prints below (Ctrl-C stops it)"
+	$(VENV)/bin/jupyter lab $(LAB_FLAGS) notebooks
+
+explore: setup ## open the retrieval explorer (06_explore) in JupyterLab; run all its cells (needs the runs of make reports)
+	@echo "JupyterLab with 06_explore: open the http://127.0.0.1:$(LAB_PORT)/lab/tree/06_explore.ipynb?token=... URL it prints below"
+	cd notebooks && $(abspath $(VENV))/bin/jupyter lab $(LAB_FLAGS) 06_explore.ipynb
 
 strip: setup ## strip outputs from the committed notebooks
 	$(VENV)/bin/nbstripout notebooks/*.ipynb

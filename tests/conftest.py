@@ -1,14 +1,25 @@
-"""Shared fixtures. Tests run offline on the CPU and write only into temporary folders."""
+"""Shared fixtures. Tests run offline on the CPU, seeded, and write only into temporary folders."""
 from __future__ import annotations
 
 import os
 
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # tests force the CPU
+# the CPU, whatever the machine or the environment says: CUDA is hidden (before torch is imported), and
+# device "auto" means "cpu" (runtime.resolve_device reads ZSSBIR_DEVICE; subprocesses inherit both)
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+os.environ["ZSSBIR_DEVICE"] = "cpu"
 
 import pytest
 from PIL import Image
 
 from zssbir.data.lists import Entry, write_class_ids, write_list
+from zssbir.runtime import seed_everything
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    """Every test starts from the same python, numpy and torch random states (seed 0), so a draw a test
+    does not seed itself still gives the same numbers on every run and in any test order."""
+    seed_everything(0)
 
 
 @pytest.fixture

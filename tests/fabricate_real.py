@@ -97,3 +97,89 @@ def zip_folder(folder: Path, archive: Path, extra: bytes = b"") -> Path:
         if extra:
             zf.writestr(f"{folder.name}/padding.bin", extra)
     return archive
+
+
+# --- trees as users bring them: other list names, missing parts, broken files, odd class names ---
+
+# class names as releases spell them: spaces, hyphens, parentheses, capitals
+ODD = SplitClasses(seen=("Hot Air-Balloon", "car (sedan)", "cat"), unseen=("teddy bear", "Wine-Bottle"))
+SKETCHY_LISTS = {"s_train": "sketch_tx_000000000000_ready_filelist_train.txt",
+                 "s_test": "sketch_tx_000000000000_ready_filelist_test.txt",
+                 "s_zero": "sketch_tx_000000000000_ready_filelist_zero.txt",
+                 "p_train": "all_photo_filelist_train.txt", "p_zero": "all_photo_filelist_zero.txt"}
+
+
+def noise_image(path: Path, seed: int = 0, size: int = 32) -> Path:
+    """An image of random pixels (a truncated copy of it cannot decode; a flat one sometimes can)."""
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def break_file(path: Path, how: str) -> Path:
+    """Break an image the ways real downloads are broken: "truncated" (the first half of its bytes, after
+    making it a noisy image of its format), "empty" (0 bytes), "text" (a text file under the image's name)."""
+    if how == "truncated":
+        noise_image(path, seed=len(path.name))
+        data = path.read_bytes()
+        path.write_bytes(data[:len(data) // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "text":
+        path.write_text("<html><body>404 Not Found</body></html>\n")
+    else:
+        raise ValueError(how)
+    return path
+
+
+def sketchy_published(base: Path, classes=SKETCHY, *, list_dir: str = "zeroshot1", ready: bool = True,
+                      names: dict | None = None, val: bool = True, extended: bool = True) -> Path:
+    """A Sketchy download with published lists: the SAKE repack (``ready=True``: ``_ready`` folders) or the original
+    folders (``ready=False``: ``tx_000000000000``, ``EXTEND_image_sketchy``), lists in ``<base>/Sketchy/<list_dir>``
+    named ``names`` (keys of ``SKETCHY_LISTS``; a name None leaves that list out), without the held-out list when
+    ``val`` is False (ZSE-SBIR). Photo lists name the originals twice when the extension is there (as SAKE's do)."""
+    root = base / "Sketchy"
+    sketchy_original(root, classes, extended=extended)
+    suffix = "_ready" if ready else ""
+    folders = {"photo": "256x256/photo/tx_000000000000", "sketch": "256x256/sketch/tx_000000000000",
+               "ext": "EXTEND_image_sketchy"}
+    if ready:
+        for key, rel in folders.items():
+            if (root / rel).is_dir():
+                (root / rel).rename(root / (rel + suffix))
+        folders = {k: v + suffix for k, v in folders.items()}
+    lists = {k: [] for k in SKETCHY_LISTS}
+    for names_, split in ((classes.seen, "train"), (classes.unseen, "zero")):
+        for y, cls in enumerate(names_):
+            for folder in (folders["photo"], folders["ext"]):
+                if (root / folder / cls).is_dir():
+                    lists[f"p_{split}"] += [Entry(f"{folder}/{cls}/{p.name}", y)
+                                            for p in sorted((root / folder / cls).iterdir())]
+            for j, p in enumerate(sorted((root / folders["sketch"] / cls).iterdir())):
+                key = "s_zero" if split == "zero" else ("s_test" if j == 0 and val else "s_train")
+                lists[key].append(Entry(f"{folders['sketch']}/{cls}/{p.name}", y))
+    z = root / list_dir
+    write_class_ids(z / "cname_cid.txt", list(classes.seen))
+    write_class_ids(z / "cname_cid_zero.txt", list(classes.unseen))
+    names = {**SKETCHY_LISTS, **(names or {})}
+    if not val:
+        names["s_test"] = None
+    for key, name in names.items():
+        if name is not None:
+            write_list(z / name, lists[key])
+    return base
+
+
+def tree_state(folder: Path) -> list[tuple[str, int, str]]:
+    """(relative path, size, kind) of everything under a folder, links not followed: to prove nothing changed."""
+    import hashlib
+
+    out = []
+    for p in sorted(folder.rglob("*")):
+        if p.is_symlink():
+            out.append((p.relative_to(folder).as_posix(), 0, "link"))
+        elif p.is_file():
+            out.append((p.relative_to(folder).as_posix(), p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest()))
+    return out

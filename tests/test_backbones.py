@@ -11,7 +11,8 @@ from PIL import Image
 from torch import nn
 
 from zssbir.data.transforms import CLIP_MEAN
-from zssbir.models import BackboneOutput, backbone_transform, build_backbone, trainable_parameters
+from zssbir.data.transforms import build_transform
+from zssbir.models import BackboneOutput, build_backbone, trainable_parameters
 
 TINY = "clip:zssbir-tiny-vit"
 
@@ -62,7 +63,7 @@ def test_small_contract_and_sizes():
     assert (net.image_size, net.token_dim, net.transform_convention) == (64, 128, "sake")
     net48 = build_backbone("small", image_size=48, width=64, heads=2, pool="cls")
     _check_contract(net48, net48(torch.randn(3, 3, 48, 48)), 3, n_tokens=36)
-    x = backbone_transform(net, "sketch", train=True)(Image.new("RGB", (80, 70), "white"))
+    x = build_transform("sketch", net.image_size, net.transform_convention, train=True)(Image.new("RGB", (80, 70), "white"))
     assert x.shape == (3, 64, 64)
     with pytest.raises(ValueError, match="multiple of 8"):
         build_backbone("small", image_size=60)
@@ -90,23 +91,6 @@ def test_small_domain_is_ignored_unless_asked():
         net(x)
 
 
-def test_small_step_time_is_reported():
-    """Forward + backward of 64 images at 64 px; printed (run with -s), loosely bounded (shared CPUs)."""
-    import time
-
-    torch.manual_seed(0)
-    net = build_backbone("small")
-    x = torch.randn(64, 3, 64, 64)
-    times = []
-    for _ in range(3):
-        t = time.perf_counter()
-        out = net(x)
-        (out.embedding.pow(2).mean() + out.tokens.mean()).backward()
-        times.append(time.perf_counter() - t)
-    print(f"small backbone, batch 64 @ 64 px, forward+backward: best {min(times):.3f} s")
-    assert min(times) < 5.0
-
-
 def test_same_seed_same_weights():
     for name, kw in [("small", {}), ("cse_resnet50", {"imagenet_head": True}), (TINY, {"embed_dim": 16})]:
         torch.manual_seed(123)
@@ -124,7 +108,7 @@ def cse():
 
 
 def test_cse_contract_and_domain_conditioning(cse):
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         sketch, photo = cse(x, torch.tensor([0, 0])), cse(x, torch.tensor([1, 1]))
     _check_contract(cse, sketch, 2, n_tokens=4)  # 64 px / 32 = 2x2 map of 2048-d tokens
@@ -170,7 +154,7 @@ def test_timm_weights_map_completely_and_teacher_matches_timm(timm_seresnet50):
     assert all(not p.requires_grad for p in teacher.parameters())
     teacher.train()
     assert not teacher.training  # stays in eval mode
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         assert torch.allclose(teacher(x), model(x), atol=1e-5)
 
@@ -178,7 +162,7 @@ def test_timm_weights_map_completely_and_teacher_matches_timm(timm_seresnet50):
 def test_cse_from_imagenet_weights_starts_as_plain_se_with_svd_head(timm_seresnet50):
     model, path = timm_seresnet50
     net = build_backbone("cse_resnet50", pretrained=str(path), embed_dim=1000, imagenet_head=True).eval()
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         sketch, photo, logits = net(x, torch.tensor([0, 0])), net(x, torch.tensor([1, 1])), model(x)
     assert torch.equal(sketch.embedding, photo.embedding)  # domain weights start at zero
@@ -206,7 +190,8 @@ def test_cadene_layout_with_sake_domain_column(timm_seresnet50):
     assert bool(net.trunk.stride_in_1x1) and net.trunk.layer1[0].conv1.stride == (1, 1)
     assert net.trunk.layer2[0].conv1.stride == (2, 2)
     assert torch.equal(net.trunk.layer3[2].se.domain_weight, torch.full((1024,), 0.5))
-    _check_contract(net, net(torch.randn(2, 3, 64, 64), torch.tensor([0, 1])), 2, n_tokens=4)
+    _check_contract(net, net(torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5)),
+                             torch.tensor([0, 1])), 2, n_tokens=4)
 
 
 # ---------------------------------------------------------------- CLIP
@@ -236,7 +221,7 @@ def test_clip_loads_the_saved_weights_and_uses_open_clip_preprocessing(tiny_clip
     for split in ("train", "eval"):
         norm = [t for t in net.preprocess[split].transforms if type(t).__name__ == "Normalize"]
         assert len(norm) == 1 and tuple(norm[0].mean) == pytest.approx(CLIP_MEAN)
-    x = backbone_transform(net, "photo")(Image.new("RGB", (50, 40), "red"))
+    x = net.preprocess["eval"](Image.new("RGB", (50, 40), "red"))
     assert x.shape == (3, 32, 32)
     assert torch.equal(net(x[None]).embedding, net(x[None], torch.tensor([1])).embedding)  # domain ignored
 
@@ -245,7 +230,7 @@ def test_clip_tokens_and_projection_options(tiny_clip_file):
     _, path = tiny_clip_file
     raw = build_backbone(TINY, pretrained=str(path), embed_dim=32, project=False, project_tokens=False).eval()
     assert isinstance(raw.head, nn.Identity) and raw.token_dim == 64
-    x = torch.randn(1, 3, 32, 32)
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(6))
     out = raw(x)
     raw.visual.output_tokens = False
     assert torch.allclose(out.embedding, raw.visual(x))  # CLIP's own image embedding

@@ -24,7 +24,10 @@ from zssbir.eval.metrics import PRESETS
 from zssbir.eval.relevant_ranks import label_index, rank_positions
 
 METRICS = ("map@all", "map@1", "map@3", "map@10", "prec@1", "prec@4", "prec@10", "prec@500")
-CONVENTIONS = [{"preset": p} for p in [None, *PRESETS]] + [
+# every convention the cell path computes (ap "tie_merged", the sem_pcyc preset's, needs the item distances:
+# that preset is compared with its ordered AP here; tests/test_fidelity.py covers the route to the score path)
+CONVENTIONS = [{"preset": p, **({"ap": "exact"} if PRESETS.get(p, {}).get("ap") == "tie_merged" else {})}
+               for p in [None, *PRESETS]] + [
     {"ap": ap, "map_k_denominator": mk, "prec_k_denominator": pk}
     for ap, mk, pk in itertools.product(("exact", "voc"), ("min_k_relevant", "relevant_in_topk"),
                                         ("min_k_gallery", "min_k_relevant"))]

@@ -18,7 +18,7 @@ def test_the_clusterretri_files_exist():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_config_loads_with_a_real_dataset_and_numeric_fields(path):
     config = TrainConfig.from_yaml(path)
-    assert config.dataset in published_numbers.DATASETS
+    assert config.dataset in (("synthetic",) if path.parent.name == "study" else published_numbers.DATASETS)
     if path.parent.name == "clusterretri":
         assert path.stem == config.dataset
     for field in dataclasses.fields(TrainConfig):  # YAML reads 1e-4 (no dot) as a string

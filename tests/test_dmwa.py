@@ -7,7 +7,8 @@ import torch
 
 from zssbir.training import losses
 from zssbir.training.config import TrainConfig
-from zssbir.data.quadruplets import QuadrupletSampler
+from zssbir.data.quadruplets import ROLES, QuadrupletSampler, stack_quadruplets
+from zssbir.models.backbones import BackboneOutput
 from zssbir.models.dmwa import DMWA, DMWAParams, cross_attention_score, global_score, weight_list
 from zssbir.models.small import build_small
 from zssbir.training.loop import load_trained, train
@@ -65,16 +66,137 @@ def test_weight_list_has_mean_one_and_prefers_aligned_pairs():
 
 
 def test_aggregation_blocks():
-    tokens = torch.randn(3, 5, 16)
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randn(3, 5, 16, generator=gen)
     same = cross_attention_score(tokens, tokens, temperature=0.01)
     assert torch.allclose(same, torch.ones(3), atol=1e-3)  # every token finds itself
-    other = cross_attention_score(tokens, torch.randn(3, 7, 16))
+    other = cross_attention_score(tokens, torch.randn(3, 7, 16, generator=gen))
     assert ((other >= 0) & (other <= 1)).all() and (other < same).all()
-    g = torch.randn(4, 8)
+    g = torch.randn(4, 8, generator=gen)
     assert torch.allclose(global_score(g, g, g, g, "text"), torch.ones(4))
     assert torch.allclose(global_score(g, -g, g, g, "pair"), torch.zeros(4), atol=1e-6)
     with pytest.raises(ValueError, match="global_score must be one of"):
         global_score(g, g, g, g, "both")
+
+
+R = 1 / math.sqrt(2)
+
+
+def test_global_score_by_hand():
+    """g_s = e0, g_p = (0.6, 0.8): cos 0.6, so pair = (1 + 0.6) / 2 = 0.8; texts t_s = e1 (cos 0 with g_s) and
+    t_p = g_p (cos 1), so text = (1 + (0 + 1) / 2) / 2 = 0.75; text+pair = (0.75 + 0.8) / 2 = 0.775."""
+    g_s, g_p = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.6, 0.8]])
+    t_s, t_p = torch.tensor([[0.0, 1.0]]), torch.tensor([[0.6, 0.8]])
+    expected = {"text": 0.75, "pair": 0.8, "text+pair": 0.775}
+    for kind, value in expected.items():
+        assert global_score(g_s, g_p, t_s, t_p, kind).item() == pytest.approx(value, abs=1e-6), kind
+    # the sketch is compared with the sketch text, the photo with the photo text
+    assert global_score(g_s, g_p, t_p, t_s, "text").item() == pytest.approx((1 + 0.5 * (0.6 + 0.8)) / 2)
+
+
+def test_local_score_and_its_pooling_by_hand():
+    """Sketch tokens e0, e1; photo tokens e0, (e0 + e1)/sqrt2; temperature 0.01 makes attention a hard argmax.
+    Sketch -> photo: e0 finds e0 (cos 1), e1 finds (e0 + e1)/sqrt2 (cos 0.7071). Photo -> sketch: e0 finds e0
+    (1); (e0 + e1)/sqrt2 ties between e0 and e1, gathers their mean, at cos 1. Token scores [1, R], [1, 1]."""
+    s = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    p = torch.tensor([[[1.0, 0.0], [R, R]]])
+    uniform = (1 + 0.5 * ((1 + R) / 2 + 1)) / 2
+    assert cross_attention_score(s, p, 0.01).item() == pytest.approx(uniform, abs=1e-4)
+    pooled = (1 + 0.5 * ((0.2 * 1 + 0.8 * R) + (0.5 + 0.5))) / 2
+    got = cross_attention_score(s, p, 0.01, sketch_pool=torch.tensor([[0.2, 0.8]]), photo_pool=torch.tensor([[0.5, 0.5]]))
+    assert got.item() == pytest.approx(pooled, abs=1e-4)
+    # the pools belong to their own side: given the other way round the value differs
+    swapped = cross_attention_score(s, p, 0.01, sketch_pool=torch.tensor([[0.5, 0.5]]), photo_pool=torch.tensor([[0.2, 0.8]]))
+    assert swapped.item() == pytest.approx(uniform, abs=1e-4) and abs(swapped.item() - pooled) > 0.01
+
+
+def identity_projection_dmwa(**params):
+    model = small_dmwa(**params)
+    with torch.no_grad():
+        model.backbone.proj.weight.copy_(torch.eye(16))
+        model.backbone.proj.bias.zero_()
+    return model
+
+
+def test_local_text_pools_tokens_by_their_own_class_text():
+    """local_text: token weights softmax(cos(proj(token), class text) / T) per side, proj = identity here.
+    Sketch tokens e0, e1 with sketch text e1 -> pool [0, 1]; photo tokens e0, (e0 + e1)/sqrt2 with photo text
+    e0 -> pool [1, 0] (T = 0.01: cosine gaps of 1 and 0.29 are hard choices). So a_loc = (1 + (R + 1) / 2) / 2,
+    not the uniform (1 + ((1 + R) / 2 + 1) / 2) / 2, nor 1.0 (texts or pools swapped between the sides)."""
+    model = identity_projection_dmwa(local_text=True, attention_temperature=0.01, weighting="local")
+    e = torch.eye(16)
+    tok_s = torch.stack([e[0], e[1]])[None]
+    tok_p = torch.stack([e[0], R * (e[0] + e[1])])[None]
+    texts = (e[[1]], e[[0]])  # class 0: sketch text e1, photo text e0
+    g = torch.ones(1, 16)
+    got = model.alignment(g, g, tok_s, tok_p, torch.tensor([0]), texts)["a_loc"].item()
+    assert got == pytest.approx((1 + 0.5 * (R + 1)) / 2, abs=1e-4)
+    model.params.local_text = False
+    plain = model.alignment(g, g, tok_s, tok_p, torch.tensor([0]), texts)["a_loc"].item()
+    assert plain == pytest.approx((1 + 0.5 * ((1 + R) / 2 + 1)) / 2, abs=1e-4)
+
+
+@pytest.mark.parametrize("weighting, beta", [("none", None), ("local", 1.0), ("global", 0.0), ("both", 0.3)])
+def test_weighting_mixes_the_scores_it_names(weighting, beta):
+    """w = B softmax((beta a_loc + (1 - beta) a_glob) / tau): local -> beta 1, global -> beta 0, both -> the
+    configured beta, none -> 1 everywhere; written out here with the model's own a_loc and a_glob."""
+    model = small_dmwa(weighting=weighting, beta=0.3, tau=0.1, global_score="pair")
+    assert model.params.beta_effective == beta
+    out = model.weigh(quad_batch())
+    a_loc, a_glob, w = out["a_loc"], out["a_glob"], out["w"]
+    assert not torch.allclose(a_loc, a_glob, atol=1e-3)  # the two scores tell apart which one was used
+    if beta is None:
+        assert torch.equal(w, torch.ones(4))
+        return
+    mixed = beta * a_loc + (1 - beta) * a_glob
+    expected = 4 * torch.exp(mixed / 0.1) / torch.exp(mixed / 0.1).sum()
+    assert torch.allclose(w, expected, atol=1e-5)
+
+
+class RowsBackbone(torch.nn.Module):
+    """Embedding = the image rows as given ([n, 4]); tokens = the same row as one token."""
+
+    embed_dim = token_dim = 4
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(4, 4)
+
+    def forward(self, images, domain=None):
+        return BackboneOutput(embedding=images, tokens=images[:, None])
+
+
+def role_batch(rows: dict) -> dict:
+    """A collated quadruplet batch (P = 1) whose role r holds the image rows[r] and label / domain / pair id."""
+    labels = {"sketch": 0, "photo": 0, "neg_photo": 1, "neg_sketch": 2}
+    domains = {"sketch": 0, "photo": 1, "neg_photo": 1, "neg_sketch": 0}
+    return {r: {"image": rows[r][None], "label": torch.tensor([labels[r]]), "domain": torch.tensor([domains[r]]),
+                "pair_id": [f"id-{r}"]} for r in ROLES}
+
+
+def test_quadruplets_stack_in_role_order():
+    rows = {r: torch.full((4,), float(i)) for i, r in enumerate(("sketch", "photo", "neg_photo", "neg_sketch"))}
+    batch = stack_quadruplets(role_batch(rows))
+    assert batch["image"][:, 0].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert batch["label"].tolist() == [0, 0, 1, 2] and batch["domain"].tolist() == [0, 1, 1, 0]
+    assert batch["pair_id"] == ["id-sketch", "id-photo", "id-neg_photo", "id-neg_sketch"]
+
+
+def test_dmwa_loss_gives_each_role_its_place():
+    """Anchor sketch e0, positive photo e1 (d+ = 1), negative photo -e0 (d = 2), negative sketch e2 (d = 1);
+    quadruplet form, cosine distance, margins cross 0.1, same 0.5, weights 1:
+      [1 - 2 + 0.1]_+ + [1 - 1 + 0.5]_+ = 0.5.
+    Negatives swapped it would be [1 - 1 + 0.1] + [1 - 2 + 0.5]_+ = 0.1; anchor and positive swapped,
+    d(e1, -e0) = d(e1, e2) = 1, so 0.1 + 0.5 = 0.6."""
+    e = torch.eye(4)
+    rows = {"sketch": e[0], "photo": e[1], "neg_photo": -e[0], "neg_sketch": e[2]}
+    params = dict(weighting="none", loss="quadruplet", margin_cross=0.1, margin_same=0.5, distance="cosine")
+    model = DMWA(RowsBackbone(), torch.eye(3, 5), torch.eye(3, 5), DMWAParams(**params))
+    assert model(stack_quadruplets(role_batch(rows)))["quad"].item() == pytest.approx(0.5, abs=1e-6)
+    swapped_negatives = dict(rows, neg_photo=e[2], neg_sketch=-e[0])
+    assert model(stack_quadruplets(role_batch(swapped_negatives)))["quad"].item() == pytest.approx(0.1, abs=1e-6)
+    swapped_pair = dict(rows, sketch=e[1], photo=e[0])
+    assert model(stack_quadruplets(role_batch(swapped_pair)))["quad"].item() == pytest.approx(0.6, abs=1e-6)
 
 
 def small_dmwa(**params):
@@ -221,7 +343,7 @@ def test_dmwa_parameter_files_are_valid():
 
 
 def test_run_names_tell_dmwa_settings_apart():
-    from zssbir.study.scoring import run_name
+    from zssbir.training.identity import run_name
 
     def name(**mp):
         return run_name(TrainConfig(method="dmwa", lambda_da=0.0, method_params=mp))

@@ -3,6 +3,7 @@ import hashlib
 import json
 import os
 import threading
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -50,6 +51,18 @@ class Server:
         self.httpd.server_close()
 
 
+PROXY_VARIABLES = [f"{scheme}_proxy" for scheme in ("http", "https", "all", "ftp")]
+LOOPBACK = "127.0.0.1,localhost,::1"
+
+
+@pytest.fixture(autouse=True)
+def loopback_bypasses_proxies(monkeypatch):
+    """The loopback server is reached directly, whatever proxy the environment names: no_proxy lists it
+    (urllib reads lower- and upper-case variables; an empty lower-case one would hide the upper-case)."""
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(name, LOOPBACK)
+
+
 @pytest.fixture
 def archives(tmp_path):
     tree = quickdraw(tmp_path / "src" / "QuickDraw")
@@ -95,3 +108,18 @@ def test_changed_file_and_unreachable_source(isolated_dirs, archives):
             download("quickdraw_ext", urls=[f"{server.url}/nothere.zip"], progress=False)
     finally:
         server.close()
+
+
+def test_loopback_download_ignores_a_proxy_named_by_the_environment(isolated_dirs, archives, monkeypatch):
+    """A proxy that refuses every connection (port 9 of the loopback) is set under every spelling;
+    the download still reaches the loopback server, directly."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+        monkeypatch.setenv(name.upper(), "http://127.0.0.1:9")
+    monkeypatch.setattr(urllib.request, "_opener", None)  # urlopen's cached opener read the proxies of its time
+    server = Server(archives)
+    try:
+        [got] = download("quickdraw_ext", urls=[f"{server.url}/QuickDraw_sketches_final.zip"], progress=False)
+    finally:
+        server.close()
+    assert got.read_bytes() == archives[got.name] and server.ranges == [None]

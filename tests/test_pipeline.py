@@ -8,7 +8,9 @@ import papermill
 import pytest
 
 from zssbir import paths
+from zssbir.study import runs
 from zssbir.study.pipeline import check_parameters, load_pipeline, run_pipeline
+from zssbir.study.results import load_results
 
 STEPS = load_pipeline()
 
@@ -43,6 +45,12 @@ def test_bad_pipeline_file(tmp_path):
         load_pipeline(bad)
 
 
+def _stream_text(executed, contains: str) -> str:
+    """The printed output of the first code cell whose source contains ``contains``."""
+    cell = next(c for c in executed.cells if c.cell_type == "code" and contains in c.source)
+    return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+
+
 @pytest.mark.slow
 def test_every_notebook_runs_with_tiny_parameters(isolated_dirs):
     out = isolated_dirs / "reports"
@@ -54,20 +62,80 @@ def test_every_notebook_runs_with_tiny_parameters(isolated_dirs):
         executed = nbformat.read(out / f"{step.name}.ipynb", as_version=4)
         errors = [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors
+        stderr = [o["text"][:200] for c in executed.cells for o in c.get("outputs", [])
+                  if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+        assert not stderr, f"{step.name} shows stderr boxes in its report page: {stderr}"
         assert (out / f"{step.name}.html").stat().st_size > 10_000
     assert json.loads((out / "index.json").read_text())["steps"][0]["parameters"] == STEPS[0].test_parameters
+    assert "What the study found" in index and "Chance level" in index  # the findings of 05's headline.json
+
+    # 01 wrote one results file per run and procedure, with the run's settings and values in range
+    train_steps = [s for s in STEPS if s.notebook == "01_train.ipynb"]
+    results = {r["name"]: r for r in load_results(isolated_dirs / "runs" / "results")}
+    for step in train_steps:
+        config = runs.run_config("study/clusterretri.yaml", step.test_parameters["overrides"])
+        for procedure in ("exact", "cluster"):
+            record = results[f"{runs.run_name(config)}__{procedure}"]
+            assert record["params"]["train"] == config.to_dict()
+            assert record["params"]["retrieval"]["kind"] == procedure
+            assert set(record["metrics"]) == {"map@all", "prec@100", "map@200", "prec@200"}
+            assert all(0 <= m["value"] <= 1 for m in record["metrics"].values())
+        closing = _stream_text(nbformat.read(out / f"{step.name}.ipynb", as_version=4), "run_sentences")
+        assert "exact: map@all" in closing and "(chance " in closing
+    # 02 and 03 analysed exactly the runs 01 trained (no training of their own)
+    analysis = next(s for s in STEPS if s.notebook == "03_cluster_analysis.ipynb")
+    opened = _stream_text(nbformat.read(out / f"{analysis.name}.ipynb", as_version=4), "open_run")
+    expected = runs.run_name(runs.run_config("study/clusterretri.yaml", analysis.test_parameters["overrides"]))
+    assert opened.startswith(f"run {expected}:")
+    assert len(list((isolated_dirs / "runs" / "train").glob("clusterretri_*"))) == len(train_steps)
+    assert "Sketch-photo mmd over the whole split" in _stream_text(
+        nbformat.read(out / "02_distribution_alignment.ipynb", as_version=4), "alignment.sentences")
+    # 04's ablations and 05's claims and headline
+    dmwa = [r for r in results.values() if r["params"]["method"] == "dmwa"]
+    assert {r["params"]["label"].rsplit(", ", 1)[0] for r in dmwa} == {
+        "DMWA (weighting both, quadruplet)", "DMWA (weighting none, quadruplet)", "DMWA (weighting both, triplet)"}
+    assert {r["seed"] for r in dmwa} == {0, 1}
+    headline = json.loads((out / "tables" / "headline.json").read_text())
+    assert len(headline["claims"]) == 4 and all("paired seeds" in c for c in headline["claims"])
+    assert any(r["row"] == "chance (random ranking)" for r in headline["rows"])
+    assert all((out / f).is_file() for f in headline["figures"])
 
 
-def test_notebooks_that_reuse_runs_share_the_training_defaults():
-    """02 and 03 reuse 01's runs: their training defaults must equal 01's (else training refuses to resume)."""
-    shared = ("dataset", "backbone", "epochs", "batch_size", "lr", "lr_final_factor", "image_size",
-              "max_steps_per_epoch")
-    defaults = {}
-    for name in ("01_train", "02_distribution_alignment", "03_cluster_analysis", "04_dmwa"):
-        declared = papermill.inspect_notebook(str(paths.notebooks_dir() / f"{name}.ipynb"))
-        defaults[name] = {k: declared[k]["default"] for k in shared if k in declared}
-    for name in ("02_distribution_alignment", "03_cluster_analysis"):
-        assert defaults[name] == defaults["01_train"], name
-    # DMWA trains its own runs, at the same image size and batch as ClusterRetri for a fair table
-    assert {k: defaults["04_dmwa"][k] for k in ("dataset", "backbone", "image_size", "batch_size")} == \
-        {k: defaults["01_train"][k] for k in ("dataset", "backbone", "image_size", "batch_size")}
+def test_analysis_notebooks_open_runs_that_the_training_notebook_trains():
+    """02 and 03 only open runs: each run they name (and 02's baseline) is one that a 01 step trains."""
+    for test in (False, True):
+        trained = {runs.run_name(runs.run_config("study/clusterretri.yaml",
+                                                 (s.test_parameters if test else s.parameters)["overrides"]))
+                   for s in STEPS if s.notebook == "01_train.ipynb"}
+        for step in STEPS:
+            if step.notebook not in ("02_distribution_alignment.ipynb", "03_cluster_analysis.ipynb"):
+                continue
+            declared = papermill.inspect_notebook(str(paths.notebooks_dir() / step.notebook))
+            params = step.test_parameters if test else step.parameters
+            overrides = params.get("overrides", {})
+            named = [overrides]
+            if "baseline_overrides" in declared:
+                named.append({**overrides, **params.get("baseline_overrides", ast.literal_eval(
+                    declared["baseline_overrides"]["default"]))})
+            for o in named:
+                assert runs.run_name(runs.run_config("study/clusterretri.yaml", o)) in trained, (step.name, o, test)
+
+
+def test_explorer_opens_runs_that_the_training_notebooks_train():
+    """06_explore opens a ClusterRetri run of a 01 step and 04's main DMWA run, in the report and in the tests."""
+    explore = next(s for s in STEPS if s.notebook == "06_explore.ipynb")
+    assert STEPS.index(explore) > max(STEPS.index(s) for s in STEPS if s.notebook in ("01_train.ipynb", "04_dmwa.ipynb"))
+    declared = papermill.inspect_notebook(str(paths.notebooks_dir() / explore.notebook))
+    dmwa = next(s for s in STEPS if s.notebook == "04_dmwa.ipynb")
+    for test in (False, True):
+        params = explore.test_parameters if test else explore.parameters
+        trained = {runs.run_name(runs.run_config("study/clusterretri.yaml",
+                                                 (s.test_parameters if test else s.parameters)["overrides"]))
+                   for s in STEPS if s.notebook == "01_train.ipynb"}
+        overrides = params.get("overrides", ast.literal_eval(declared["overrides"]["default"]))
+        assert runs.run_name(runs.run_config("study/clusterretri.yaml", overrides)) in trained, test
+        d = dmwa.test_parameters if test else dmwa.parameters
+        main = {**d.get("overrides", {}), "seed": d["seeds"][0]}
+        dmwa_overrides = params.get("dmwa_overrides", ast.literal_eval(declared["dmwa_overrides"]["default"]))
+        assert runs.run_name(runs.run_config("study/dmwa.yaml", dmwa_overrides)) == \
+            runs.run_name(runs.run_config("study/dmwa.yaml", main)), test

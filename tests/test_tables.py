@@ -17,9 +17,11 @@ def _conv(metric, preset="clusterretri", ties="stable", **override):
 
 
 def _write(folder, name, seed, values, *, method="clusterretri", lambda_da=0.1, retrieval=None, dataset="synthetic",
-           label=None, ties="stable", **override):
+           label=None, ties="stable", protocol=None, **override):
     params = {"train": {"method": method, "backbone": "small", "lambda_da": lambda_da, "seed": seed},
               "retrieval": retrieval or {"kind": "exact", "metric": "cosine"}, "method": method, "dataset": dataset}
+    if protocol:
+        params["protocol"] = protocol
     if label:
         params["label"] = label
     metrics = {m: {"value": v, "convention": _conv(m, ties=ties, **override)} for m, v in zip(METRICS, values)}
@@ -82,19 +84,36 @@ def test_no_results_says_what_writes_them(tmp_path):
         tables.study_frame(tmp_path / "results")
 
 
+MINE = "this study, on {} (authors' lists, as the published numbers)"
+
+
 def test_study_vs_published_blocks(study):
-    _write(study, "cr_real_s0__exact", 0, (0.55, 0.65), dataset="sketchy_ext_split1")
+    _write(study, "cr_real_s0__exact", 0, (0.55, 0.65), dataset="sketchy_ext_split1", protocol="authors")
+    _write(study, "cr_tub_clean_s0__exact", 0, (0.45, 0.55), dataset="tuberlin_ext", protocol="clean")
     out = tables.study_vs_published(tables.study_frame(study), "synthetic", METRICS)
     blocks = list(dict.fromkeys(out["block"]))
-    assert blocks[:3] == ["this study, on synthetic", "published, on tuberlin_ext", "this study, on tuberlin_ext"]
-    note = out[out["block"] == "this study, on tuberlin_ext"]
-    assert len(note) == 1 and note["row"].iloc[0].startswith("no results of this study on tuberlin_ext")
+    assert blocks[:3] == ["this study, on synthetic", "published, on tuberlin_ext", MINE.format("tuberlin_ext")]
+    note = out[out["block"] == MINE.format("tuberlin_ext")]
+    assert len(note) == 1 and note["row"].iloc[0].startswith("no results of this study on tuberlin_ext under the "
+                                                             "authors protocol")
+    assert "1 results files use other lists and are not compared" in note["row"].iloc[0]
+    none = out[out["block"] == MINE.format("quickdraw_ext")]
+    assert none["row"].iloc[0].startswith("no results of this study on quickdraw_ext yet")
     published = out[out["block"] == "published, on sketchy_ext_split1"].set_index("row")
     assert published.at["SAKE", "map@all"] == "0.547" and "Table 1" in published.at["SAKE", "source"]
     assert published.at["ClusterRetri (SAKE features + L_DA), cluster M=2 K=32 (best)", "prec@100"] == "0.7421"
-    mine = out[out["block"] == "this study, on sketchy_ext_split1"].set_index("row")
+    mine = out[out["block"] == MINE.format("sketchy_ext_split1")].set_index("row")
     assert mine.at["ClusterRetri L_DA 0.1, exact", "map@all"] == "0.5500 (1 seed)"
     assert "ties=stable" in mine.at["ClusterRetri L_DA 0.1, exact", "convention"]
+
+
+def test_both_protocols_of_a_benchmark_stand_side_by_side(study):
+    for protocol, value in (("authors", 0.6), ("clean", 0.55)):
+        _write(study, f"cr_{protocol}_s0__exact", 0, (value, 0.7), dataset="sketchy_ext_split1", protocol=protocol)
+    rows = tables.study_table(tables.study_frame(study), "sketchy_ext_split1", METRICS)
+    assert rows.at["ClusterRetri L_DA 0.1, exact, authors lists", "map@all"] == "0.6000 (1 seed)"
+    assert rows.at["ClusterRetri L_DA 0.1, exact, clean lists", "map@all"] == "0.5500 (1 seed)"
+    assert not any("lists" in r for r in tables.study_table(tables.study_frame(study), "synthetic", METRICS).index)
 
 
 def test_headline_and_written_tables(study, tmp_path):

@@ -1,4 +1,8 @@
-"""The `zssbir` command line. Argument parsing happens only in ``main``, never at import."""
+"""The `zssbir` command line (also `python -m zssbir`). Argument parsing happens only in ``main``, never at import.
+
+Errors the user can act on (bad settings, missing data, unreadable images) are printed in a few lines with their
+fix, exit code 2; no traceback.
+"""
 from __future__ import annotations
 
 import argparse
@@ -22,7 +26,8 @@ def _split_classes(args: argparse.Namespace):
 def _cmd_data_prepare(args: argparse.Namespace) -> int:
     from .data.prepare import prepare
 
-    print(prepare(args.dataset, args.source or [], data_root=args.data_root, classes=_split_classes(args)).text())
+    print(prepare(args.dataset, args.source or [], data_root=args.data_root, classes=_split_classes(args),
+                  lists=args.lists).text())
     return 0
 
 
@@ -30,7 +35,7 @@ def _cmd_data_verify(args: argparse.Namespace) -> int:
     from .data.verify import verify
 
     report = verify(args.dataset, data_root=args.data_root, classes=_split_classes(args), decode=not args.no_decode,
-                    progress=not args.quiet)
+                    progress=not args.quiet, workers=args.workers)
     print(report.text())
     return 0 if report.ok else 1
 
@@ -69,6 +74,7 @@ def _parse_value(text: str):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from . import paths
     from .training.config import TrainConfig
     from .training.loop import train
 
@@ -78,12 +84,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if not sep:
             raise ValueError(f"--set takes key=value, got {item!r}")
         values[key] = _parse_value(value)
-    result = train(TrainConfig.from_dict(values), run_name=args.run_name, run_dir=args.run_dir,
-                   resume=not args.no_resume, progress=not args.quiet)
+    run_dir = args.run_dir or (paths.runs_dir() / "train" / args.run_name if args.run_name else None)
+    result = train(TrainConfig.from_dict(values), run_dir=run_dir, resume=not args.no_resume, progress=not args.quiet,
+                   if_code_changed=args.if_code_changed)
     if result.history:
+        key = "val_top1" if "val_top1" in result.history[-1] else "val_map@all"
         print(f"trained {result.run_dir}: best epoch {result.best_epoch + 1}, "
-              f"last val mAP@all {result.history[-1].get('val_map@all', float('nan')):.4f}")
+              f"last {key.replace('val_', 'validation ')} {result.history[-1].get(key, float('nan')):.4f}")
+    if result.unreadable:
+        print(f"{len(result.unreadable)} unreadable images were left out (unreadable_images=skip); they are listed "
+              f"in {result.run_dir / 'unreadable_images.json'}")
     return 0
+
+
+def _value_text(metric: dict) -> str:
+    """'0.4321', or '0.4321 ± 0.0123' for a value averaged over k-means seeds."""
+    spread = metric.get("std_over_kmeans_seeds")
+    return f"{metric['value']:.4f}" + (f" ± {spread:.4f}" if spread is not None else "")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -91,16 +108,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .study import scoring
     from .study.results import load_results
+    from .training.loop import load_trained
 
     run_dir = Path(args.run_dir)
-    model, config = scoring.load_run(run_dir, device=args.device)
+    model, config = load_trained(run_dir, device=args.device)
     cluster = (int(args.cluster[0]), int(args.cluster[1]), args.cluster[2]) if args.cluster else None
     written = scoring.score_and_record(model, config, args.name or run_dir.name, preset=args.preset,
-                                          cluster=cluster, label=args.label, device=args.device,
-                                          extra={"run_dir": str(run_dir)})
+                                       cluster=cluster, label=args.label, device=args.device,
+                                       extra={"run_dir": str(run_dir)}, kmeans_seeds=args.kmeans_seeds)
     for procedure, path in written.items():
         metrics = load_results(path)[0]["metrics"]
-        print(f"{procedure:<8} " + "  ".join(f"{k} {v['value']:.4f}" for k, v in metrics.items()) + f"  -> {path}")
+        print(f"{procedure:<8} " + "  ".join(f"{k} {_value_text(v)}" for k, v in metrics.items()) + f"  -> {path}")
+    if cluster is not None:
+        print(f"(cluster: mean ± std over {args.kmeans_seeds} k-means seeds; every value is in the results file)")
+    if not args.no_chance:
+        chance = scoring.chance_metrics(config.dataset, 0, preset=args.preset, data_root=config.data_root,
+                                        duplicates=config.list_duplicates)
+        print(f"{'chance':<8} " + "  ".join(f"{k} {v.value:.4f}" for k, v in chance.items())
+              + "  (random ranking of the same unseen queries and gallery: a run that learned nothing scores this)")
     return 0
 
 
@@ -126,8 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.set_defaults(func=func)
         if name in ("prepare", "download"):
             cmd.add_argument("--source", action="append", help="archive (zip/tar) or unpacked folder; repeatable")
+            cmd.add_argument("--lists", default="auto", choices=("auto", "published", "folders"),
+                             help="use the published lists, write lists from the class folders, or auto: what the "
+                                  "last run did, else published lists when there are any (default)")
         if name == "verify":
             cmd.add_argument("--no-decode", action="store_true", help="check that files exist, do not decode images")
+            cmd.add_argument("--workers", type=int, default=None,
+                             help="threads decoding the images (default: every CPU)")
         if name == "download":
             cmd.add_argument("--url", action="append", help="download from this URL instead (repeatable)")
             cmd.add_argument("--base-url", default=None,
@@ -137,8 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a method (resumes from the run's checkpoint; works under torchrun)")
     tr.add_argument("--config", default=None, help="YAML file of TrainConfig parameters")
     tr.add_argument("--set", nargs="*", help="override parameters: key=value (YAML values)")
-    tr.add_argument("--run-name", default=None)
-    tr.add_argument("--run-dir", default=None)
+    tr.add_argument("--run-name", default=None, help="folder name under <runs>/train (default: from the settings)")
+    tr.add_argument("--run-dir", default=None, help="the run folder itself")
+    tr.add_argument("--if-code-changed", default="refuse", choices=("refuse", "retrain", "reuse"),
+                    help="when the run's checkpoint was written by other training code")
     tr.add_argument("--no-resume", action="store_true", help="start again even if a checkpoint exists")
     tr.add_argument("--quiet", action="store_true", help="no progress bars")
     tr.set_defaults(func=_cmd_train)
@@ -150,7 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also cluster-then-retrieve, e.g. --cluster 2 32 rerank")
     ev.add_argument("--name", default=None, help="results file stem (default: the run folder's name)")
     ev.add_argument("--label", default=None, help="row label in the study tables")
+    ev.add_argument("--kmeans-seeds", type=int, default=5, help="k-means seeds cluster-then-retrieve is scored over")
     ev.add_argument("--device", default="auto")
+    ev.add_argument("--no-chance", action="store_true",
+                    help="do not print the chance level (a random ranking of the same split) beside the scores")
     ev.set_defaults(func=_cmd_evaluate)
 
     rep = sub.add_parser("reports", help="run the notebooks of the pipeline into reports/")
@@ -166,10 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .data.datasets import UnreadableImageError  # after parsing: `--help` does not import torch
+
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"zssbir: error: {err}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, RuntimeError, UnreadableImageError) as err:
+        print(f"zssbir: error: {UnreadableImageError.short(err)}", file=sys.stderr)  # without a worker's traceback
         return 2
 
 

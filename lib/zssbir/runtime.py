@@ -33,9 +33,15 @@ def make_generator(seed: int) -> torch.Generator:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' picks CUDA, then Apple MPS, then CPU; anything else is checked to exist."""
+    """'auto' picks CUDA, then Apple MPS, then CPU; anything else is checked to exist.
+
+    The environment variable ZSSBIR_DEVICE, when set (e.g. "cpu"), is what 'auto' means instead; it
+    reaches subprocesses (torchrun ranks, notebook kernels), which is how the tests keep to the CPU.
+    """
     if isinstance(device, torch.device):
         return device
+    if device == "auto" and os.environ.get("ZSSBIR_DEVICE", "auto").strip() not in ("", "auto"):
+        device = os.environ["ZSSBIR_DEVICE"].strip()
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -8,9 +8,10 @@ import numpy as np
 from PIL import Image
 
 
-def image_grid(images: Sequence[Image.Image | np.ndarray], titles: Sequence[str] | None = None, ncols: int = 8,
+def image_grid(images: Sequence[Image.Image | np.ndarray | None], titles: Sequence[str] | None = None, ncols: int = 8,
                size: float = 1.4, row_labels: Sequence[str] | None = None, suptitle: str | None = None):
-    """Images in rows of ``ncols``; ``row_labels`` name each row on its left."""
+    """Images in rows of ``ncols``; ``row_labels`` name each row on its left. A ``None`` image leaves its
+    cell blank (to end a short row)."""
     n = len(images)
     if n == 0:
         raise ValueError("image_grid needs at least one image")
@@ -20,7 +21,7 @@ def image_grid(images: Sequence[Image.Image | np.ndarray], titles: Sequence[str]
         ax.set_xticks([]), ax.set_yticks([])
         for spine in ax.spines.values():
             spine.set_visible(False)
-        if k < n:
+        if k < n and images[k] is not None:
             ax.imshow(images[k], cmap="gray" if np.ndim(images[k]) == 2 else None)
             if titles is not None:
                 ax.set_title(titles[k], fontsize=7)
@@ -40,8 +41,10 @@ def plot_history(history: Sequence[dict], title: str = ""):
     for key in sorted({k for h in history for k in h if k.startswith("loss_")}):
         ax_loss.plot(epochs, [h.get(key, np.nan) for h in history], marker="o", label=key[5:])
     ax_loss.set_xlabel("epoch"), ax_loss.set_ylabel("mean loss"), ax_loss.legend(fontsize=8)
-    ax_val.plot(epochs, [h.get("val_map@all", np.nan) for h in history], marker="o", color="C3")
-    ax_val.set_xlabel("epoch"), ax_val.set_ylabel("validation mAP@all")
+    key = "val_top1" if any("val_top1" in h for h in history) else "val_map@all"
+    ax_val.plot(epochs, [h.get(key, np.nan) for h in history], marker="o", color="C3")
+    ax_val.set_xlabel("epoch"), ax_val.set_ylabel("validation top-1 accuracy" if key == "val_top1" else
+                                                  "validation mAP@all")
     fig.suptitle(title)
     fig.tight_layout()
     return fig

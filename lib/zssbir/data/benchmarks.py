@@ -33,6 +33,9 @@ class Benchmark:
                                                                  "unseen": "cname_cid_zero.txt"})
     # published sizes, {(domain, split): (count, "listed" | "unique")}; split "all" = every split; verify compares
     expected: dict[tuple[str, str], tuple[int, str]] = field(default_factory=dict)
+    # other names of the list folder in public releases (ZSE-SBIR ships Sketchy split 2 as zeroshot0); prepare
+    # copies such a folder only when its unseen classes are the split's
+    list_dir_aliases: tuple[str, ...] = ()
 
     def root(self, data_root: str | Path | None = None) -> Path:
         return Path(data_root) / self.folder if data_root is not None else paths.data_dir() / self.folder
@@ -84,12 +87,13 @@ BENCHMARKS: dict[str, Benchmark] = {
 
 
 
-def _real(dataset_id: str, folder: str, list_dir: str, sources: str, expected: dict, lists: dict, what: str) -> Benchmark:
+def _real(dataset_id: str, folder: str, list_dir: str, sources: str, expected: dict, lists: dict, what: str,
+          aliases: tuple[str, ...] = ()) -> Benchmark:
     how = (f"`zssbir data download {dataset_id}` (fetches {sources}), or fetch the archives by hand and run "
            f"`zssbir data prepare {dataset_id} --source <archive or folder>`; then `zssbir data verify {dataset_id}`. "
            f"README.md, section 'Real benchmarks', says where each archive comes from")
     return Benchmark(id=dataset_id, folder=folder, list_dir=list_dir, how_to_get=how, description=what,
-                     expected=expected, **lists)
+                     expected=expected, list_dir_aliases=aliases, **lists)
 
 
 _SAKE_ZIP = "the SAKE repack cs.jhu.edu/~qliu24/ZSSBIR/dataset.zip"
@@ -102,7 +106,8 @@ BENCHMARKS.update({
     "sketchy_ext_split2": _real(
         "sketchy_ext_split2", "Sketchy", "zeroshot2", _SAKE_ZIP,
         {**_SKETCHY_ALL, ("sketch", "zero"): (12_694, "listed"), ("photo", "zero"): (12_553, "listed")},
-        _SKETCHY_STYLE_LISTS, "Sketchy Extended, split 2: 21 unseen classes not in ImageNet-1k (Yelamarthi et al.)"),
+        _SKETCHY_STYLE_LISTS, "Sketchy Extended, split 2: 21 unseen classes not in ImageNet-1k (Yelamarthi et al.)",
+        aliases=("zeroshot0",)),
     "tuberlin_ext": _real(
         "tuberlin_ext", "TUBerlin", "zeroshot", f"{_SAKE_ZIP} and the TU-Berlin sketches_png.zip",
         {("sketch", "all"): (20_000, "listed"), ("photo", "all"): (204_489, "unique"),

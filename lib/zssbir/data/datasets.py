@@ -7,14 +7,24 @@ An item is a dict:
   pair_id  the photo a sketch was drawn from (Sketchy-style names), the photo's own id for photos,
            "" where unknown
   index    position in the list
+  unreadable  only with ``unreadable="skip"``: the list paths of the unreadable images first met while loading
+           this item (newline-separated; "" if none), so a DataLoader's consumer learns what its workers met
+
+Unreadable images (truncated, empty, not an image) raise UnreadableImageError naming the file, its list and the
+fix; with ``unreadable="skip"`` each is logged once and replaced by the next readable image of its class (the
+list entry stays; ``unreadable_found`` maps its index to the path). Evaluation code drops the rows of
+``unreadable_found``.
 """
 from __future__ import annotations
 
 import logging
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
@@ -23,12 +33,55 @@ from .lists import Entry, drop_duplicates, paired_photo_id, read_class_ids, read
 
 DOMAIN_IDS = {"sketch": 0, "photo": 1}
 DUPLICATES = ("drop", "keep")  # photo-list convention: one entry per (class, file name), or as published
+UNREADABLE = ("error", "skip")  # what an unreadable image does: raise, or get left out (replaced in its batch)
+# what Pillow raises on a file it cannot decode (truncated data, no image, a corrupt chunk)
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, Image.DecompressionBombError)
 SHOWN_MISSING = 10  # missing files named in an error message (the count is always given)
 log = logging.getLogger(__name__)
 
 
 class MissingDataError(FileNotFoundError):
     """Data that a benchmark needs is not on disk; the message says what, where and how to get it."""
+
+
+class UnreadableImageError(OSError):
+    """An image file is there but cannot be decoded; the message names it, its list and the fix."""
+
+    @staticmethod
+    def short(err: BaseException) -> str:
+        """The message without the traceback text a DataLoader worker process puts in front of it."""
+        text = str(err)
+        if "Traceback (most recent call last)" in text:
+            marker = "UnreadableImageError: "
+            text = text[text.rindex(marker) + len(marker):] if marker in text else text.strip().splitlines()[-1]
+        return text.strip()
+
+
+def unreadable_fix(dataset_id: str) -> str:
+    return (f"Fix: replace the file with a good copy from the original archive; `zssbir data verify {dataset_id}` "
+            f"lists every unreadable image; or train without them: `zssbir train --set unreadable_images=skip` "
+            f"(they are left out with a warning and counted in the run).")
+
+
+def unreadable_message(path: Path, info: "SplitInfo", err: BaseException) -> str:
+    reason = str(err) or type(err).__name__
+    return (f"cannot read image {path}: {reason} (listed in {info.list_path}, the {info.split} {info.domain} "
+            f"list of {info.dataset_id}). {unreadable_fix(info.dataset_id)}")
+
+
+def describe_decode_error(err: BaseException, path: Path) -> str:
+    """A short reason for a decoding failure: empty file, truncated, not an image."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes)"
+    except OSError:
+        pass
+    text = str(err)
+    if "truncated" in text.lower():
+        return "truncated"
+    if "cannot identify" in text:
+        return "not an image"
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def missing_data_message(bench: Benchmark, headline: str, missing: list[str], looked_in: Path) -> str:
@@ -55,10 +108,15 @@ class SplitInfo:
 class ListDataset(Dataset):
     """Images named by a SAKE-format list, relative to ``root``."""
 
-    def __init__(self, info: SplitInfo, entries: list[Entry], transform: Callable | None = None):
+    def __init__(self, info: SplitInfo, entries: list[Entry], transform: Callable | None = None,
+                 unreadable: str = "error"):
+        if unreadable not in UNREADABLE:
+            raise ValueError(f"unreadable must be one of {UNREADABLE}, got {unreadable!r}")
         self.info = info
         self.entries = entries
         self.transform = transform
+        self.unreadable = unreadable
+        self.unreadable_found: dict[int, str] = {}  # index -> path of the unreadable images met (this process)
         self.domain_id = DOMAIN_IDS[info.domain]
         self.labels = [e.label for e in entries]
         if info.domain == "sketch":
@@ -85,15 +143,57 @@ class ListDataset(Dataset):
             raise MissingDataError(
                 f"{path} is listed in {self.info.list_path} but does not exist; "
                 f"run `zssbir data verify {self.info.dataset_id}` to list every missing file") from None
-        except (UnidentifiedImageError, OSError, SyntaxError) as err:
-            raise OSError(f"cannot read image {path} (listed in {self.info.list_path}): {err}. The file is corrupt "
-                          f"or not an image: restore it from the original archive or remove it from the list") from err
+        except (UnidentifiedImageError, *DECODE_ERRORS) as err:
+            raise UnreadableImageError(unreadable_message(path, self.info, err)) from err
+
+    def mark_unreadable(self, paths) -> None:
+        """Record images already known to be unreadable (by list path), so they are neither decoded nor logged
+        again (a training loop passes on what its DataLoader workers met)."""
+        wanted = set(paths)
+        self.unreadable_found.update({i: e.path for i, e in enumerate(self.entries) if e.path in wanted})
+
+    def _replacement(self, index: int, err: UnreadableImageError | None) -> tuple[int, Image.Image, list[str]]:
+        """The next readable image of the same class (``unreadable="skip"``), and the list paths of the unreadable
+        images met on the way (each recorded in ``unreadable_found`` and logged once)."""
+        label = self.labels[index]
+        n = len(self.entries)
+        met = []
+        for step in range(n):
+            j = (index + step) % n
+            if self.labels[j] != label or (j in self.unreadable_found and j != index):
+                continue
+            if j != index:
+                try:
+                    return j, self.load_image(j), met
+                except UnreadableImageError as other:
+                    err = other
+            if j not in self.unreadable_found:
+                self.unreadable_found[j] = self.entries[j].path
+                met.append(self.entries[j].path)
+                reason = describe_decode_error(err.__cause__ or err, self.path(j)) if err else "unreadable"
+                log.warning("unreadable image left out (unreadable_images=skip): %s: %s (the %s %s list %s)",
+                            self.path(j), reason, self.info.split, self.info.domain, self.info.list_path)
+        raise UnreadableImageError(
+            f"every {self.info.domain} image of class {self.class_names[label]!r} in {self.info.list_path} is "
+            f"unreadable, so none can stand in for the unreadable ones. {unreadable_fix(self.info.dataset_id)}")
 
     def __getitem__(self, index: int) -> dict:
-        img = self.load_image(index)
-        return {"image": self.transform(img) if self.transform is not None else img,
+        source, met = index, []
+        if self.unreadable == "skip" and index in self.unreadable_found:  # known: do not decode it again
+            source, img, met = self._replacement(index, None)
+        else:
+            try:
+                img = self.load_image(index)
+            except UnreadableImageError as err:
+                if self.unreadable == "error":
+                    raise
+                source, img, met = self._replacement(index, err)
+        item = {"image": self.transform(img) if self.transform is not None else img,
                 "label": self.labels[index], "domain": self.domain_id,
-                "pair_id": self.pair_ids[index], "index": index}
+                "pair_id": self.pair_ids[source], "index": index}
+        if self.unreadable == "skip":
+            item["unreadable"] = "\n".join(met)
+        return item
 
 
 def _check_entries(bench: Benchmark, info: SplitInfo, entries: list[Entry], check_files: bool) -> None:
@@ -118,13 +218,15 @@ def _check_entries(bench: Benchmark, info: SplitInfo, entries: list[Entry], chec
 
 
 def load_split(dataset_id: str, split: str, domain: str, *, data_root: str | Path | None = None,
-               transform: Callable | None = None, check_files: bool = True, duplicates: str = "drop") -> ListDataset:
+               transform: Callable | None = None, check_files: bool = True, duplicates: str = "drop",
+               unreadable: str = "error") -> ListDataset:
     """The Dataset of one benchmark split and domain ('train', 'val' or 'zero'; 'sketch' or 'photo').
 
     Fails early, before any DataLoader runs, if the lists or the files they name are missing (the file check
     is a cheap existence test; ``check_files=False`` skips it; decoding every image is `zssbir data verify`).
     ``duplicates``: "drop" keeps one photo per (class, file name) (SAKE's Sketchy lists name the originals
     twice), "keep" reads the list as published; the number dropped is in ``info.duplicates_dropped``.
+    ``unreadable``: "error" (an unreadable image raises UnreadableImageError) or "skip" (see the module docstring).
     """
     bench = get_benchmark(dataset_id)
     if domain not in DOMAIN_IDS:
@@ -148,4 +250,15 @@ def load_split(dataset_id: str, split: str, domain: str, *, data_root: str | Pat
             log.info("%s %s photos: dropped %d duplicate entries of %s", dataset_id, split, dropped, list_path)
     info = SplitInfo(dataset_id, split, domain, root, list_path, class_path, names, duplicates, dropped)
     _check_entries(bench, info, entries, check_files)
-    return ListDataset(info, entries, transform)
+    return ListDataset(info, entries, transform, unreadable=unreadable)
+
+
+def subsample_per_class(dataset: ListDataset, total: int, seed: int) -> ListDataset:
+    """The same list with at most ceil(total / classes) entries per class, drawn with ``seed`` (list order kept):
+    a smaller gallery for the per-epoch validation of large benchmarks."""
+    labels = np.asarray(dataset.labels)
+    classes = np.unique(labels)
+    per_class = -(-total // max(len(classes), 1))
+    rng = np.random.default_rng(seed)
+    keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes]))
+    return ListDataset(dataset.info, [dataset.entries[i] for i in keep], dataset.transform, dataset.unreadable)

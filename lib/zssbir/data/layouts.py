@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tarfile
+import zlib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -80,6 +81,9 @@ def _safe_member(dest: Path, name: str) -> Path:
     return dest / rel
 
 
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+
+
 def extract(archive: Path, dest: Path) -> Path:
     """Unpack a zip or tar archive into ``dest`` (paths checked: nothing is written outside it). Idempotent."""
     done = dest / ".extracted"
@@ -88,21 +92,35 @@ def extract(archive: Path, dest: Path) -> Path:
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                _safe_member(tmp, info.filename)
-            zf.extractall(tmp)
-    elif tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as tf:
-            members = tf.getmembers()
-            for m in members:
-                _safe_member(tmp, m.name)
-                if not (m.isfile() or m.isdir()):
-                    raise ValueError(f"refusing to extract {m.name!r} from {archive}: links and devices are not allowed")
-            tf.extractall(tmp, members=members, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
-    else:
-        raise ValueError(f"{archive} is neither a zip nor a tar archive")
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                for info in zf.infolist():
+                    _safe_member(tmp, info.filename)
+                zf.extractall(tmp)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as tf:
+                members = tf.getmembers()
+                for m in members:
+                    _safe_member(tmp, m.name)
+                    if not (m.isfile() or m.isdir()):
+                        raise ValueError(f"refusing to extract {m.name!r} from {archive}: links and devices are not "
+                                         "allowed")
+                tf.extractall(tmp, members=members, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+        elif archive.name.lower().endswith(ARCHIVE_SUFFIXES):
+            raise ValueError(f"{archive} is damaged or incomplete (not readable as a zip or tar archive): download "
+                             "it again (`zssbir data download` resumes a partial file) and compare its size with the "
+                             "published one")
+        else:
+            raise ValueError(f"{archive} is neither a zip nor a tar archive")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ValueError(f"{archive} is damaged or incomplete ({type(err).__name__}: {err}): download it again "
+                         "(`zssbir data download` resumes a partial file) and compare its size with the published "
+                         "one") from err
+    except ValueError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if dest.exists():
         shutil.rmtree(dest)
     tmp.rename(dest)

@@ -40,10 +40,14 @@ def read_list(path: str | Path) -> list[Entry]:
     return entries
 
 
+def format_list(entries: list[Entry]) -> str:
+    return "".join(f"{e.path} {e.label}\n" for e in entries)
+
+
 def write_list(path: str | Path, entries: list[Entry]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{e.path} {e.label}\n" for e in entries), encoding="utf-8")
+    path.write_text(format_list(entries), encoding="utf-8")
 
 
 def read_class_ids(path: str | Path) -> dict[str, int]:
@@ -67,10 +71,14 @@ def read_class_ids(path: str | Path) -> dict[str, int]:
     return classes
 
 
+def format_class_ids(classes: list[str]) -> str:
+    return "".join(f"{name} {i}\n" for i, name in enumerate(classes))
+
+
 def write_class_ids(path: str | Path, classes: list[str]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{name} {i}\n" for i, name in enumerate(classes)), encoding="utf-8")
+    path.write_text(format_class_ids(classes), encoding="utf-8")
 
 
 def normalise_class_name(name: str) -> str:

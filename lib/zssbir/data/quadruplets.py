@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .samplers import SeededShuffleSampler, make_loader
+from .samplers import RANK_SEED_STEP, SeededShuffleSampler, make_loader
 
 ROLES = ("sketch", "photo", "neg_photo", "neg_sketch")
 
@@ -93,9 +93,12 @@ def stack_quadruplets(batch: dict) -> dict:
     """A collated quadruplet batch -> one image batch laid out [sketch; photo; neg_photo; neg_sketch]
     (P rows each), with label, domain, pair_id; the model splits it back by ``ROLES``."""
     parts = [batch[r] for r in ROLES]
-    return {"image": torch.cat([p["image"] for p in parts]), "label": torch.cat([p["label"] for p in parts]),
-            "domain": torch.cat([torch.as_tensor(p["domain"]) for p in parts]),
-            "pair_id": sum((list(p["pair_id"]) for p in parts), [])}
+    out = {"image": torch.cat([p["image"] for p in parts]), "label": torch.cat([p["label"] for p in parts]),
+           "domain": torch.cat([torch.as_tensor(p["domain"]) for p in parts]),
+           "pair_id": sum((list(p["pair_id"]) for p in parts), [])}
+    if any("unreadable" in p for p in parts):  # unreadable_images="skip": unreadable images met (see datasets)
+        out["unreadable"] = sum((list(p.get("unreadable", [])) for p in parts), [])
+    return out
 
 
 def quadruplet_batches(data: dict, config, epoch: int, rank: int, world: int):
@@ -113,6 +116,7 @@ def quadruplet_batches(data: dict, config, epoch: int, rank: int, world: int):
     if steps == 0:
         raise ValueError(f"{p} quadruplets per step per process exceed the {len(quads)} training photos")
     seed = config.seed * 1_000_003 + epoch * 101 + 3
-    loader = make_loader(QuadrupletDataset(sketches, photos, quads[:steps * p]), p, seed=seed, shuffle=False,
-                         drop_last=True, num_workers=config.num_workers)
+    # worker seeds (augmentation) differ per rank; rank 0 keeps the single-process seed
+    loader = make_loader(QuadrupletDataset(sketches, photos, quads[:steps * p]), p, seed=seed + RANK_SEED_STEP * rank,
+                         shuffle=False, drop_last=True, num_workers=config.num_workers)
     return steps, (stack_quadruplets(b) for b in loader)

@@ -87,6 +87,9 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+RANK_SEED_STEP = 7919  # added once per DDP rank to the seeds of per-rank randomness (augmentation, targets)
+
+
 def make_loader(dataset: Dataset, batch_size: int, *, seed: int, shuffle: bool = False, drop_last: bool = False,
                 num_workers: int = 0, sampler: Sampler | None = None, batch_sampler: Sampler | None = None,
                 pin_memory: bool = False) -> DataLoader:

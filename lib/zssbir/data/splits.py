@@ -81,3 +81,28 @@ def match_classes(wanted: list[str] | tuple[str, ...], present: list[str] | tupl
             result.missing.append(name)
     result.extra = sorted(left)
     return result
+
+
+RENAME_CUTOFF = 0.6  # looser than FUZZY_CUTOFF: only suggested to the user, never used silently
+
+
+def likely_matches(missing: list[str] | tuple[str, ...], extra: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """{missing class: the unmatched folder (or class-file name) that is probably it}: a renamed or shortened
+    folder (``teddy`` for ``teddy_bear``), one name containing the other or a difflib ratio >= ``RENAME_CUTOFF``;
+    each folder is suggested for one class at most, best match first."""
+    scored = []
+    for want in missing:
+        a = _unqualified(want)
+        for name in extra:
+            b = _unqualified(name)
+            if not a or not b:
+                continue
+            ratio = difflib.SequenceMatcher(None, a, b).ratio()
+            contains = min(len(a), len(b)) >= 3 and (a in b or b in a)
+            if contains or ratio >= RENAME_CUTOFF:
+                scored.append((contains, ratio, want, name))
+    out: dict[str, str] = {}
+    for _, _, want, name in sorted(scored, reverse=True):
+        if want not in out and name not in out.values():
+            out[want] = name
+    return out

@@ -53,10 +53,11 @@ import numpy as np
 import torch
 
 from .cell_ranks import CellRanker, cells_of
-from .metrics import DEFAULT_METRICS, MetricResult, evaluate, evaluate_rank_blocks
+from .metrics import DEFAULT_METRICS, MetricResult, evaluate, evaluate_rank_blocks, resolve_convention
 from .exact_search import as_features, l2_normalize
 
 VARIANTS = ("adc", "fuse", "rerank")
+KMEANS_BACKENDS = ("faiss", "scipy")
 PATHS = ("auto", "cells", "scores")  # how ClusterIndex.evaluate ranks (see choose_path)
 _CELL_KWARGS = {"ap", "map_k_denominator", "prec_k_denominator", "average", "skip_missing", "num_threads"}
 _FUSED_FROM_M = 3  # gather_sum: fused gather-add from this many sub-spaces on (measured faster from M = 3-4)
@@ -91,9 +92,9 @@ class ClusterIndex:
     and the (normalised) gallery itself for the exact-distance variants. Build with ``fit``."""
 
     def __init__(self, centroids: np.ndarray, codes: np.ndarray, gallery: torch.Tensor, *, normalize: bool,
-                 seed: int, niter: int):
+                 seed: int, niter: int, backend: str = "faiss"):
         self.centroids, self.codes, self.gallery = centroids, codes, gallery
-        self.normalize, self.seed, self.niter = normalize, seed, niter
+        self.normalize, self.seed, self.niter, self.backend = normalize, seed, niter, backend
         self.M, self.K, self.d_sub = centroids.shape
         self._c = torch.from_numpy(centroids)
         self._c_sq = (self._c * self._c).sum(-1)  # (M, K)
@@ -108,24 +109,37 @@ class ClusterIndex:
 
     @classmethod
     def fit(cls, gallery, M: int, K: int, seed: int = DEFAULT_SEED, *, niter: int = 20,
-            normalize: bool = True) -> ClusterIndex:
-        """k-means with K centroids in each of M contiguous sub-spaces of the gallery features."""
-        import faiss
+            normalize: bool = True, backend: str = "faiss") -> ClusterIndex:
+        """k-means with K centroids in each of M contiguous sub-spaces of the gallery features.
 
+        ``backend`` "faiss" (default): faiss.Kmeans on all points, seed ``seed + m`` per sub-space;
+        "scipy": the authors' k-means exactly (``utils/nanopq/pq.py``: numpy's random state seeded once
+        with ``seed``, then ``scipy.cluster.vq.kmeans2(..., iter=niter, minit="points")`` per sub-space in
+        order), for replicating their centroids."""
+        if backend not in KMEANS_BACKENDS:
+            raise ValueError(f"unknown k-means backend {backend!r}; expected one of {KMEANS_BACKENDS}")
         g = prepare_features(gallery, "gallery features", normalize)
         n, d = g.shape
         check_mk(d, n, M, K)
         ds = d // M
         cents = np.empty((M, K, ds), dtype=np.float32)
+        state = np.random.RandomState(int(seed))  # the scipy backend's stream, as np.random.seed(seed) gives
         for m in range(M):
             sub = np.ascontiguousarray(g[:, m * ds:(m + 1) * ds].numpy())
+            if backend == "scipy":
+                from scipy.cluster.vq import kmeans2
+
+                cents[m] = kmeans2(sub, int(K), iter=int(niter), minit="points", seed=state)[0]
+                continue
+            import faiss
+
             km = faiss.Kmeans(ds, int(K), niter=int(niter), seed=int(seed) + m, verbose=False,
                               max_points_per_centroid=max(1, math.ceil(n / K)) + 1, min_points_per_centroid=1)
             km.train(sub)
             cents[m] = km.centroids
         if not np.isfinite(cents).all():
             raise ValueError("k-means produced non-finite centroids; check the gallery features")
-        return cls(cents, encode(g, cents), g, normalize=normalize, seed=int(seed), niter=int(niter))
+        return cls(cents, encode(g, cents), g, normalize=normalize, seed=int(seed), niter=int(niter), backend=backend)
 
     # ------------------------------------------------------------------------------- quantiser
     def reconstruct(self) -> np.ndarray:
@@ -219,7 +233,7 @@ class ClusterIndex:
         ties = resolve_ties(variant, ties)
         if len(gallery_labels) != len(self.codes):
             raise ValueError(f"{len(gallery_labels)} gallery labels for an index of {len(self.codes)} items")
-        path = self.choose_path(variant, path, evaluate_kwargs)
+        path = self.choose_path(variant, path, evaluate_kwargs, preset=preset)
         seed = self.seed if tie_seed is None else tie_seed
         if path == "cells":
             res = self._evaluate_cells(query, query_labels, gallery_labels, ties, seed, metrics, preset, block_size,
@@ -232,16 +246,18 @@ class ClusterIndex:
             res = evaluate(blocks, query_labels, gallery_labels, metrics=metrics, preset=preset, ties=ties,
                            higher_is_better=False, block_size=block_size, **extra, **evaluate_kwargs)
         info = {"retrieval": "cluster_then_retrieve", "variant": variant, "M": self.M, "K": self.K,
-                "kmeans_seed": self.seed, "kmeans_niter": self.niter, "normalize": self.normalize,
+                "kmeans_seed": self.seed, "kmeans_niter": self.niter, "kmeans_backend": self.backend,
+                "normalize": self.normalize,
                 "fuse_weight": fuse_weight if variant == "fuse" else None}
         return {k: replace(r, convention={**r.convention, **info}) for k, r in res.items()}
 
-    def choose_path(self, variant: str, path: str = "auto", evaluate_kwargs: dict | None = None) -> str:
+    def choose_path(self, variant: str, path: str = "auto", evaluate_kwargs: dict | None = None,
+                    preset: str | None = None) -> str:
         """The ranking path ``evaluate`` takes: "cells" or "scores" (validates ``path``).
 
         "auto": "cells" for variant "adc" (ties "stable" or "random") unless ``evaluate_kwargs``
-        holds an argument only ``metrics.evaluate`` takes (then "scores", which handles it as
-        before). The cell path costs O(C M) table look-ups plus O(C) counting per query, C <= N
+        holds an argument only ``metrics.evaluate`` takes, or the convention's AP flavour is
+        "tie_merged" (then "scores", which handles it as before). The cell path costs O(C M) table look-ups plus O(C) counting per query, C <= N
         distinct cells; the score path O(N M) look-ups plus an O(N log N) sort. Even with every
         cell distinct (C = N, large M) the counting is several times cheaper than the sort
         (``bench/bench_cluster_grid.py``), so "auto" never needs the score path for "adc"."""
@@ -251,9 +267,12 @@ class ClusterIndex:
         if path == "cells" and variant != "adc":
             raise ValueError(f"path='cells' ranks PQ cells and applies to variant='adc' only, got variant={variant!r}"
                              " (fuse and rerank scores differ within a cell); use path='auto' or 'scores'")
+        merged = resolve_convention(preset, ap=(evaluate_kwargs or {}).get("ap"))["ap"] == "tie_merged"
+        if path == "cells" and merged:
+            raise ValueError("ap='tie_merged' (Sem-PCYC's AP) needs the item distances: use path='auto' or 'scores'")
         if path != "auto":
             return path
-        if variant != "adc" or set(evaluate_kwargs or ()) - _CELL_KWARGS:
+        if variant != "adc" or merged or set(evaluate_kwargs or ()) - _CELL_KWARGS:
             return "scores"
         return "cells"
 
@@ -359,12 +378,12 @@ def resolve_ties(variant: str, ties: str | None) -> str:
 def evaluate_clustered(query, gallery, query_labels, gallery_labels, M: int, K: int, *, variant: str = "adc",
                        ties: str | None = None, metrics: Sequence[str] | str = DEFAULT_METRICS,
                        preset: str | None = None, seed: int = DEFAULT_SEED, fuse_weight: float = DEFAULT_FUSE_WEIGHT,
-                       niter: int = 20, normalize: bool = True, block_size: int = 1024,
+                       niter: int = 20, normalize: bool = True, block_size: int = 1024, kmeans_backend: str = "faiss",
                        **evaluate_kwargs) -> dict[str, MetricResult]:
     """Fit a ``ClusterIndex`` on the gallery (M sub-spaces, K centroids, ``seed``) and evaluate the
     queries with ``variant``; see ``ClusterIndex.evaluate`` for ties and the recorded convention."""
     resolve_ties(variant, ties)  # fail before fitting
-    index = ClusterIndex.fit(gallery, M, K, seed, niter=niter, normalize=normalize)
+    index = ClusterIndex.fit(gallery, M, K, seed, niter=niter, normalize=normalize, backend=kmeans_backend)
     return index.evaluate(query, query_labels, gallery_labels, variant=variant, ties=ties, metrics=metrics,
                           preset=preset, fuse_weight=fuse_weight, block_size=block_size, **evaluate_kwargs)
 

@@ -15,6 +15,12 @@ AP flavour (``ap``):
   "exact"  non-interpolated AP: mean of p_i over all n relevant items. Equals
            ``sklearn.metrics.average_precision_score`` when no scores tie (sklearn instead merges
            tied scores into one threshold; here ties follow the tie policy).
+  "tie_merged"  sklearn's ``average_precision_score`` (Sem-PCYC): items with EQUAL scores form one
+           threshold, so the tie order does not matter. With u_i = the number of gallery items scored
+           at least as well as relevant item i (the end of its tie group) and c_i = the number of
+           relevant items among them, AP = (1/n) sum_i c_i / u_i. Without ties it equals "exact".
+           At @K (Sem-PCYC's ``apsak``) the top-K list is cut by the tie policy, then ties inside
+           the list are merged: u_i := min(u_i, K) and c_i counts the relevant items of the list.
   "voc"    VOC-interpolated AP (SAKE, DSN, ClusterRetri, ZSE-SBIR ``voc_ap``): the precision curve
            is replaced by its envelope, made monotone non-increasing from the right
            (e_i = max_{j >= i} p_j; precision only peaks at hits), then averaged over the recall
@@ -36,8 +42,11 @@ Averaging (``average``):
   "class"  mean over the queries of each class, then mean over classes (macro; DSN/SAKE-style,
            ClusterRetri).
 Queries whose class has no gallery item: ``ValueError`` naming the classes, unless
-``skip_missing=True``: then their per-query value is NaN and they are left out of every average
-(the published code does this silently via nanmean). NaN or inf scores: ``ValueError``.
+``skip_missing=True``: then their per-query value is NaN and they are left out of every average.
+The published code differs here: ZSE-SBIR leaves such queries out (nanmean over queries, as
+``skip_missing``); SAKE and ClusterRetri average per class with nanmean, so a class without gallery
+items gives a NaN class mean and a NaN mAP, while their precision counts such queries as 0;
+Sem-PCYC counts them as 0 in both. NaN or inf scores: ``ValueError``.
 """
 from __future__ import annotations
 
@@ -47,9 +56,9 @@ import re
 
 import numpy as np
 
-from .relevant_ranks import LabelIndex, RankBlock, iter_rank_blocks, label_index
+from .relevant_ranks import LabelIndex, RankBlock, iter_rank_blocks, iter_score_blocks, label_index
 
-AP_FLAVOURS = ("voc", "exact")
+AP_FLAVOURS = ("voc", "exact", "tie_merged")
 MAP_K_DENOMINATORS = ("min_k_relevant", "relevant_in_topk")
 PREC_K_DENOMINATORS = ("min_k_gallery", "min_k_relevant")
 AVERAGES = ("query", "class")
@@ -73,7 +82,7 @@ PRESETS: dict[str, dict[str, str]] = {
     # Sem-PCYC (Dutta & Akata 2019, github AnjanDutta/sem-pcyc, src/utils.py): sklearn
     # average_precision_score per query (apsak: on the top-K list, 0 if no hit); prec divides by
     # min(k, len(top-k list)); plain mean over queries.
-    "sem_pcyc": {"ap": "exact", "map_k_denominator": "relevant_in_topk", "prec_k_denominator": "min_k_gallery",
+    "sem_pcyc": {"ap": "tie_merged", "map_k_denominator": "relevant_in_topk", "prec_k_denominator": "min_k_gallery",
                  "average": "query"},
     # ClusterRetri: SAKE-derived evaluation (VOC AP, SAKE denominators), class averaging
     # (shared reference benchmarks.md, section 6).
@@ -106,9 +115,12 @@ def resolve_convention(preset: str | None = None, **overrides) -> dict[str, str]
 
 
 def query_values(ranks: np.ndarray, n_gallery: int, metric: str, *, ap: str = "voc",
-                 map_k_denominator: str = "min_k_relevant", prec_k_denominator: str = "min_k_gallery") -> np.ndarray:
+                 map_k_denominator: str = "min_k_relevant", prec_k_denominator: str = "min_k_gallery",
+                 upper: np.ndarray | None = None) -> np.ndarray:
     """Per-query value of ``metric`` from ``ranks``: (b, n) ascending 1-based ranks of the n >= 1
-    relevant items of b queries (the definitions are in the module docstring)."""
+    relevant items of b queries (the definitions are in the module docstring). ``ap="tie_merged"``
+    also needs ``upper``: (b, n) ascending, for each relevant item the number of gallery items scored at
+    least as well (``tie_group_ends``)."""
     ranks = np.asarray(ranks)
     if ranks.ndim != 2 or ranks.shape[1] == 0:
         raise ValueError(f"ranks must be (queries, n_relevant >= 1), got shape {ranks.shape}")
@@ -122,12 +134,21 @@ def query_values(ranks: np.ndarray, n_gallery: int, metric: str, *, ap: str = "v
         if prec_k_denominator == "min_k_relevant":
             return (ranks <= min(kk, n)).sum(1) / min(kk, n)
         raise ValueError(f"unknown prec_k_denominator={prec_k_denominator!r}; expected one of {PREC_K_DENOMINATORS}")
-    prec = np.arange(1, n + 1) / ranks
-    prec[~inside] = 0.0
+    if ap == "tie_merged":
+        if upper is None:
+            raise ValueError("ap='tie_merged' needs the tie-group ends of the relevant items (upper=)")
+        u = np.minimum(np.asarray(upper), kk)
+        # relevant items of the (cut) list scored at least as well: those inside with u_j <= u_i
+        counted = np.where(inside, u, np.iinfo(np.int64).max)
+        c = np.stack([np.searchsorted(np.sort(row), row, side="right") for row in counted]) if len(u) else u
+        prec = np.where(inside, c / u, 0.0)
+    else:
+        prec = np.arange(1, n + 1) / ranks
+        prec[~inside] = 0.0
     if ap == "voc":  # envelope over the truncated ranking: suffix maximum along each row
         prec = np.maximum.accumulate(prec[:, ::-1], axis=1)[:, ::-1]
         prec[~inside] = 0.0
-    elif ap != "exact":
+    elif ap not in ("exact", "tie_merged"):
         raise ValueError(f"unknown ap={ap!r}; expected one of {AP_FLAVOURS}")
     total = prec.sum(1)
     if map_k_denominator == "min_k_relevant":
@@ -198,10 +219,24 @@ def evaluate(scores, query_labels, gallery_labels, *, metrics: Sequence[str] | s
     policy (``ties``, ``seed``, ``secondary``) and score direction (``higher_is_better``) are
     described in ``zssbir.eval.relevant_ranks``. ``num_threads`` defaults to torch's thread count.
     """
+    merged = resolve_convention(preset, ap=ap)["ap"] == "tie_merged"
+    current: dict = {}
+
+    def recorded(labels):  # the score blocks, each kept while its ranks are turned into values
+        for item in iter_score_blocks(scores, len(labels.query_codes), labels.n_gallery, secondary=secondary,
+                                      block_size=block_size):
+            current["block"] = item
+            yield item
+
     def rank_blocks(labels):
-        return iter_rank_blocks(scores, labels, higher_is_better=higher_is_better, ties=ties, seed=seed,
-                                secondary=secondary, secondary_higher_is_better=secondary_higher_is_better,
-                                block_size=block_size, num_threads=num_threads)
+        return iter_rank_blocks(recorded(labels) if merged else scores, labels, higher_is_better=higher_is_better,
+                                ties=ties, seed=seed, secondary=secondary if not merged else None,
+                                secondary_higher_is_better=secondary_higher_is_better, block_size=block_size,
+                                num_threads=num_threads)
+
+    def upper(labels, rows):
+        start, _, block, _ = current["block"]
+        return tie_group_ends(block[rows - start], labels.relevant[labels.query_codes[rows[0]]], higher_is_better)
 
     order = {"ties": ties, "seed": seed if ties == "random" else None, "higher_is_better": bool(higher_is_better)}
     if ties == "secondary":
@@ -209,18 +244,30 @@ def evaluate(scores, query_labels, gallery_labels, *, metrics: Sequence[str] | s
                                                    else secondary_higher_is_better)
     return evaluate_rank_blocks(rank_blocks, query_labels, gallery_labels, order, metrics=metrics, preset=preset,
                                 ap=ap, map_k_denominator=map_k_denominator, prec_k_denominator=prec_k_denominator,
-                                average=average, skip_missing=skip_missing)
+                                average=average, skip_missing=skip_missing, upper=upper if merged else None)
+
+
+def tie_group_ends(block: np.ndarray, relevant: np.ndarray, higher_is_better: bool) -> np.ndarray:
+    """(b, n) ascending: for each query row of ``block`` and each relevant gallery column, the number of
+    gallery items scored at least as well (the 1-based end of its tie group; -0.0 equals +0.0)."""
+    x = np.asarray(block, dtype=np.float64)
+    x = -x if higher_is_better else x                          # smaller is better from here on
+    ordered = np.sort(x, axis=1)
+    rel = x[:, relevant]
+    return np.sort(np.stack([np.searchsorted(o, r, side="right") for o, r in zip(ordered, rel)]), axis=1)
 
 
 def evaluate_rank_blocks(rank_blocks: Callable[[LabelIndex], Iterable[RankBlock]], query_labels, gallery_labels,
                          order: dict, *, metrics: Sequence[str] | str = DEFAULT_METRICS, preset: str | None = None,
                          ap: str | None = None, map_k_denominator: str | None = None,
                          prec_k_denominator: str | None = None, average: str | None = None,
-                         skip_missing: bool = False) -> dict[str, MetricResult]:
+                         skip_missing: bool = False, upper: Callable | None = None) -> dict[str, MetricResult]:
     """``evaluate`` from ranks: ``rank_blocks(labels)`` yields the ``RankBlock`` s of every query
     (``relevant_ranks.iter_rank_blocks`` for score matrices; ``cell_ranks`` for scores constant on
     cells) and ``order`` is the ranking's record (ties, seed, higher_is_better, ...) for each
-    result's convention. Same validation, per-query values and averages as ``evaluate``."""
+    result's convention. Same validation, per-query values and averages as ``evaluate``. ``ap="tie_merged"``
+    also needs ``upper(labels, rows)``: the tie-group ends of the relevant items of the query rows of the
+    block just yielded (``evaluate`` computes them from its score blocks)."""
     conv = resolve_convention(preset, ap=ap, map_k_denominator=map_k_denominator,
                               prec_k_denominator=prec_k_denominator, average=average)
     names = [metrics] if isinstance(metrics, str) else list(metrics)
@@ -237,12 +284,15 @@ def evaluate_rank_blocks(rank_blocks: Callable[[LabelIndex], Iterable[RankBlock]
                          "Fix the split, or pass skip_missing=True to leave those queries out of every "
                          "average (their per-query values are NaN).")
     values = {name: np.full(len(labels.query_codes), np.nan) for name in names}
+    if conv["ap"] == "tie_merged" and upper is None:
+        raise ValueError("ap='tie_merged' needs the scores themselves: use evaluate() on score blocks")
     for block in rank_blocks(labels):
         for rows, ranks in block.groups:
+            ends = upper(labels, np.asarray(rows)) if conv["ap"] == "tie_merged" else None
             for name in names:
                 values[name][rows] = query_values(ranks, labels.n_gallery, name, ap=conv["ap"],
                                                   map_k_denominator=conv["map_k_denominator"],
-                                                  prec_k_denominator=conv["prec_k_denominator"])
+                                                  prec_k_denominator=conv["prec_k_denominator"], upper=ends)
     qlabels = labels.classes[labels.query_codes]
     results = {}
     for name, (kind, k) in parsed.items():

@@ -353,3 +353,33 @@ def _check_finite_float(x, row0):
     if not np.isfinite(x).all():
         i, j = np.argwhere(~np.isfinite(x))[0]
         raise ValueError(f"secondary scores contain NaN or inf (first at query {row0 + i}, gallery item {j})")
+
+
+def ranked_order(scores, *, higher_is_better: bool = True, ties: str = "stable", seed: int | None = None,
+                 secondary=None, secondary_higher_is_better: bool | None = None) -> np.ndarray:
+    """(Q, N) gallery indices of every query, best first, in the total order this module ranks by (the
+    same tie policies): what a person is shown as a query's result list. Holds the whole (Q, N) matrix;
+    meant for a few queries (``rank_positions`` of the relevant items agree with it)."""
+    s = _as_numpy(scores.detach().cpu() if isinstance(scores, torch.Tensor) else np.asarray(scores)).astype(np.float64)
+    if s.ndim != 2:
+        raise ValueError(f"scores must be (queries, gallery items), got shape {s.shape}")
+    if not np.isfinite(s).all():
+        raise ValueError("scores contain NaN or inf")
+    tb = tiebreak_ranks(s.shape[1], ties, seed)
+    if ties == "secondary":
+        if secondary is None:
+            raise ValueError("ties='secondary' needs secondary= scores (same shape as scores)")
+        sec = _as_numpy(secondary.detach().cpu() if isinstance(secondary, torch.Tensor) else np.asarray(secondary))
+        _check_shape(sec, s.shape, "secondary")
+        sec_hib = higher_is_better if secondary_higher_is_better is None else secondary_higher_is_better
+        sec = -sec.astype(np.float64) if sec_hib else sec.astype(np.float64)
+    elif secondary is not None:
+        raise ValueError("secondary= scores are only used with ties='secondary'")
+    else:
+        sec = np.zeros_like(s)
+    primary = -s if higher_is_better else s
+    primary = primary + 0.0  # -0.0 and +0.0 are equal
+    out = np.empty(s.shape, dtype=np.int64)
+    for q in range(len(s)):  # lexsort: last key first
+        out[q] = np.lexsort((tb, sec[q], primary[q]))
+    return out

@@ -6,7 +6,7 @@
 
 Heavy dependencies (open_clip, timm) are imported only when a backbone that needs them is built.
 """
-from .backbones import (BACKBONES, DOMAIN_PHOTO, DOMAIN_SKETCH, BackboneOutput, backbone_transform,
+from .backbones import (BACKBONES, DOMAIN_PHOTO, DOMAIN_SKETCH, BackboneOutput,
                         build_backbone, known_backbones, trainable_parameters)
 
 
@@ -22,6 +22,6 @@ def __getattr__(name):  # lazy access to the CLIP helpers without importing open
     raise AttributeError(f"module 'zssbir.models' has no attribute {name!r}")
 
 
-__all__ = ["BACKBONES", "DOMAIN_PHOTO", "DOMAIN_SKETCH", "BackboneOutput", "backbone_transform", "build_backbone",
+__all__ = ["BACKBONES", "DOMAIN_PHOTO", "DOMAIN_SKETCH", "BackboneOutput", "build_backbone",
            "known_backbones", "trainable_parameters", "build_text_encoder", "build_clip_towers", "class_prompts",
            "register_tiny_clip", "TextEncoder", "build_imagenet_teacher"]

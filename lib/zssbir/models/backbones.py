@@ -15,7 +15,7 @@ and carries the attributes ``embed_dim`` (D), ``token_dim`` (W), ``image_size``,
 ``transform_convention``. ``preprocess`` is either ``{"train": callable, "eval": callable}`` (PIL image
 -> tensor, the backbone's own preprocessing, e.g. open_clip's) or None, meaning: build the transforms
 with ``zssbir.data.transforms.build_transform(domain, image_size, transform_convention, train)``;
-:func:`backbone_transform` does that choice for you.
+``zssbir.models.factory.transforms_for`` makes that choice from a run's settings.
 
 Backbones (``build_backbone(name, ...)``):
 
@@ -99,16 +99,6 @@ def build_backbone(name: str, *, embed_dim: int = 512, pretrained: str | None = 
     model = builder(*args, embed_dim=embed_dim, pretrained=pretrained, image_size=image_size, **kwargs)
     model.backbone_name = name
     return model
-
-
-def backbone_transform(backbone: nn.Module, domain: str, train: bool = False, convention: str | None = None) -> Callable:
-    """The PIL -> tensor transform to feed ``backbone``: its own preprocessing, else build_transform
-    with ``convention`` (default: the backbone's ``transform_convention``)."""
-    if getattr(backbone, "preprocess", None) is not None:
-        return backbone.preprocess["train" if train else "eval"]
-    from ..data.transforms import build_transform
-
-    return build_transform(domain, backbone.image_size, convention or backbone.transform_convention, train=train)
 
 
 def check_domain(domain: torch.Tensor | None, batch: int, required: bool, who: str) -> torch.Tensor | None:

@@ -40,6 +40,7 @@ from torch import nn
 from .backbones import BackboneOutput, check_domain
 
 TRAIN_MODES = ("full", "layernorm", "frozen")
+HEAD_INITS = ("auto", "identity", "random")  # auto: identity when embed_dim equals CLIP's output width
 TINY_CLIP_NAME = "zssbir-tiny-vit"
 TINY_CLIP_CONFIG = {  # open_clip model-config schema; heads = width // head_width = 2 in both towers
     "embed_dim": 32,
@@ -132,7 +133,7 @@ class ClipImageBackbone(nn.Module):
     transform_convention = "clip"
 
     def __init__(self, visual: nn.Module, preprocess: dict, embed_dim: int = 512, project: bool = True,
-                 project_tokens: bool = True, train_mode: str = "full"):
+                 project_tokens: bool = True, train_mode: str = "full", head_init: str = "auto"):
         super().__init__()
         from open_clip.transformer import VisionTransformer
 
@@ -146,6 +147,14 @@ class ClipImageBackbone(nn.Module):
             raise ValueError(f"project=False keeps CLIP's {clip_dim}-d output, but embed_dim={embed_dim}; "
                              f"pass embed_dim={clip_dim} or project=True")
         self.head = nn.Linear(clip_dim, embed_dim) if project else nn.Identity()
+        if project and head_init not in HEAD_INITS:
+            raise ValueError(f"head_init must be one of {HEAD_INITS}, got {head_init!r}")
+        if project and (head_init == "identity" or (head_init == "auto" and embed_dim == clip_dim)):
+            if embed_dim != clip_dim:
+                raise ValueError(f"head_init='identity' needs embed_dim = CLIP's {clip_dim}, got {embed_dim}")
+            with torch.no_grad():  # start in CLIP's own image-text space
+                self.head.weight.copy_(torch.eye(clip_dim))
+                self.head.bias.zero_()
         self.project_tokens = project_tokens
         self.embed_dim, self.clip_dim = embed_dim, clip_dim
         self.token_dim = clip_dim if project_tokens else visual.transformer.width
@@ -179,11 +188,11 @@ class ClipImageBackbone(nn.Module):
 def build_clip_backbone(model_name: str, *, embed_dim: int = 512, pretrained: str | None = None,
                         image_size: int | None = None, train_mode: str = "full", project: bool = True,
                         project_tokens: bool = True, quick_gelu: bool | None = None,
-                        cache_dir: str | None = None) -> ClipImageBackbone:
+                        cache_dir: str | None = None, head_init: str = "auto") -> ClipImageBackbone:
     """The "clip:<model_name>" backbone (the text tower is dropped; see ``build_clip_towers``)."""
     model, pp_train, pp_eval = create_clip(model_name, pretrained, image_size, quick_gelu, cache_dir)
     return ClipImageBackbone(model.visual, {"train": pp_train, "eval": pp_eval}, embed_dim, project,
-                             project_tokens, train_mode)
+                             project_tokens, train_mode, head_init)
 
 
 def class_prompts(class_names: list[str], domain: str) -> list[str]:
@@ -227,6 +236,30 @@ class TextEncoder:
     def encode_classes(self, class_names: list[str], domain: str) -> torch.Tensor:
         return self(class_prompts(class_names, domain))
 
+    @torch.no_grad()
+    def encode_class_tokens(self, class_names: list[str], domain: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompts' token embeddings after the final LayerNorm, projected like the pooled text:
+        ([C, L, text_dim], mask [C, L] of the word tokens between start and end token), L = the longest prompt."""
+        final_norm = getattr(self.model, "ln_final", None)
+        projection = getattr(self.model, "text_projection", None)
+        if final_norm is None or projection is None:
+            raise ValueError(f"{self.model_name}: token embeddings need an open_clip CLIP text tower with ln_final "
+                             "and text_projection")
+        tokens = self.tokenizer(class_prompts(class_names, domain)).to(self.device)
+        captured = {}
+        handle = final_norm.register_forward_hook(lambda module, inputs, output: captured.setdefault("x", output))
+        try:
+            self.model.encode_text(tokens)
+        finally:
+            handle.remove()
+        x = captured["x"].float()
+        x = projection(x) if isinstance(projection, nn.Linear) else x @ projection.float()
+        end = tokens.argmax(dim=1)                      # the end token has the largest id in CLIP's vocabulary
+        positions = torch.arange(tokens.shape[1], device=tokens.device)[None]
+        mask = (positions >= 1) & (positions < end[:, None])
+        length = int(end.max())
+        return x[:, :length].cpu(), mask[:, :length].cpu()
+
 
 def build_text_encoder(model_name: str, pretrained: str | None = None, quick_gelu: bool | None = None,
                        cache_dir: str | None = None) -> TextEncoder:
@@ -241,12 +274,12 @@ def build_text_encoder(model_name: str, pretrained: str | None = None, quick_gel
 def build_clip_towers(model_name: str, *, embed_dim: int = 512, pretrained: str | None = None,
                       image_size: int | None = None, train_mode: str = "full", project: bool = True,
                       project_tokens: bool = True, quick_gelu: bool | None = None,
-                      cache_dir: str | None = None) -> tuple[ClipImageBackbone, TextEncoder]:
+                      cache_dir: str | None = None, head_init: str = "auto") -> tuple[ClipImageBackbone, TextEncoder]:
     """Image backbone and frozen text encoder from ONE load of the checkpoint."""
     import open_clip
 
     model, pp_train, pp_eval = create_clip(model_name, pretrained, image_size, quick_gelu, cache_dir)
     backbone = ClipImageBackbone(model.visual, {"train": pp_train, "eval": pp_eval}, embed_dim, project,
-                                 project_tokens, train_mode)
+                                 project_tokens, train_mode, head_init)
     name = model_name.replace("/", "-")
     return backbone, TextEncoder(model, open_clip.get_tokenizer(name), name)

@@ -33,6 +33,8 @@ from ..data.quadruplets import ROLES
 
 WEIGHTINGS = ("none", "local", "global", "both")
 GLOBAL_SCORES = ("text", "pair", "text+pair")
+EMPHASES = ("aligned", "misaligned")
+PROJECTION_INITS = ("auto", "identity", "random")
 
 
 @dataclass
@@ -44,6 +46,9 @@ class DMWAParams:
     tau: float = 0.2                 # softmax temperature of the weight list (smaller = more uneven weights)
     global_score: str = "text"       # text | pair | text+pair (global block, see module docstring)
     local_text: bool = False         # pool the local scores by the tokens' relevance to the class text
+    text_tokens: bool = False        # with local_text: relevance to the best-matching token of the prompt, not its pooled embedding
+    emphasis: str = "aligned"        # aligned: well-aligned pairs weigh more (the paper) | misaligned: the inverse
+    text_projection: str = "auto"    # auto | identity | random init of the text projection; auto = identity on CLIP backbones
     attention_temperature: float = 0.1  # temperature of the token cross-attention (cosine logits)
     loss: str = "quadruplet"         # quadruplet (two hinges) | balanced (one hinge) | triplet
     margin_cross: float = 0.2        # margin against the negative of the other domain (photo for a sketch anchor)
@@ -63,6 +68,10 @@ class DMWAParams:
     def __post_init__(self):
         _check_choice("weighting", self.weighting, WEIGHTINGS)
         _check_choice("global_score", self.global_score, GLOBAL_SCORES)
+        _check_choice("emphasis", self.emphasis, EMPHASES)
+        _check_choice("text_projection", self.text_projection, PROJECTION_INITS)
+        if self.text_tokens and not self.local_text:
+            raise ValueError("DMWA text_tokens=True refines local_text: set local_text=True as well")
         _check_choice("loss", self.loss, losses.QUADRUPLET_FORMS)
         _check_choice("distance", self.distance, losses.DISTANCES)
         if not 0.0 <= self.beta <= 1.0 or not 0.0 <= self.balance <= 1.0:
@@ -89,6 +98,22 @@ def _check_choice(name: str, value, choices) -> None:
         raise ValueError(f"DMWA {name} must be one of {choices}, got {value!r}")
 
 
+def token_attention(sketch_tokens: torch.Tensor, photo_tokens: torch.Tensor, temperature: float = 0.1
+                    ) -> dict[str, torch.Tensor]:
+    """The local block's token cross-attention, from tokens [B, N, W] and [B, M, W]:
+    ``sketch_to_photo`` [B, N, M] (each sketch token's softmax over the photo tokens of cosine / temperature),
+    ``photo_to_sketch`` [B, M, N], and each token's cosine with what it gathers, ``sketch_score`` [B, N] and
+    ``photo_score`` [B, M] (what ``cross_attention_score`` pools)."""
+    s, p = F.normalize(sketch_tokens.float(), dim=-1), F.normalize(photo_tokens.float(), dim=-1)
+    sim = s @ p.transpose(1, 2) / temperature                               # [B, N, M]
+    s_att, p_att = torch.softmax(sim, dim=2), torch.softmax(sim.transpose(1, 2), dim=2)
+    s_gathered = s_att @ p                                                  # [B, N, W]
+    p_gathered = p_att @ s                                                  # [B, M, W]
+    return {"sketch_to_photo": s_att, "photo_to_sketch": p_att,
+            "sketch_score": F.cosine_similarity(s, s_gathered, dim=-1),     # [B, N]
+            "photo_score": F.cosine_similarity(p, p_gathered, dim=-1)}      # [B, M]
+
+
 def cross_attention_score(sketch_tokens: torch.Tensor, photo_tokens: torch.Tensor, temperature: float = 0.1,
                           sketch_pool: torch.Tensor | None = None, photo_pool: torch.Tensor | None = None) -> torch.Tensor:
     """Local aggregation: a_loc in [0, 1] per pair from tokens [B, N, W] and [B, M, W].
@@ -97,12 +122,8 @@ def cross_attention_score(sketch_tokens: torch.Tensor, photo_tokens: torch.Tenso
     (cosine) with what it gathers; likewise photo -> sketch. Token scores are pooled by ``*_pool``
     ([B, N] and [B, M], rows summing to 1; uniform if None); a_loc = (1 + mean of both directions) / 2.
     """
-    s, p = F.normalize(sketch_tokens.float(), dim=-1), F.normalize(photo_tokens.float(), dim=-1)
-    sim = s @ p.transpose(1, 2) / temperature                               # [B, N, M]
-    s_gathered = torch.softmax(sim, dim=2) @ p                              # [B, N, W]
-    p_gathered = torch.softmax(sim.transpose(1, 2), dim=2) @ s              # [B, M, W]
-    s_score = F.cosine_similarity(s, s_gathered, dim=-1)                    # [B, N]
-    p_score = F.cosine_similarity(p, p_gathered, dim=-1)                    # [B, M]
+    att = token_attention(sketch_tokens, photo_tokens, temperature)
+    s_score, p_score = att["sketch_score"], att["photo_score"]
     s_mean = (s_score * sketch_pool).sum(1) if sketch_pool is not None else s_score.mean(1)
     p_mean = (p_score * photo_pool).sum(1) if photo_pool is not None else p_score.mean(1)
     return (1.0 + 0.5 * (s_mean + p_mean)) / 2.0
@@ -118,13 +139,18 @@ def global_score(g_sketch: torch.Tensor, g_photo: torch.Tensor, t_sketch: torch.
     return {"text": text, "pair": pair, "text+pair": 0.5 * (text + pair)}[kind]
 
 
-def weight_list(a_loc: torch.Tensor | None, a_glob: torch.Tensor | None, beta: float | None, tau: float) -> torch.Tensor:
-    """w = B * softmax((beta * a_loc + (1 - beta) * a_glob) / tau), so mean(w) = 1; beta None gives w = 1."""
+def weight_list(a_loc: torch.Tensor | None, a_glob: torch.Tensor | None, beta: float | None, tau: float,
+                emphasis: str = "aligned") -> torch.Tensor:
+    """w = B * softmax(s * (beta * a_loc + (1 - beta) * a_glob) / tau), so mean(w) = 1; s = +1 when well-aligned
+    pairs weigh more (``emphasis`` "aligned", the paper's reading), -1 for the inverse ("misaligned");
+    beta None gives w = 1."""
+    _check_choice("emphasis", emphasis, EMPHASES)
     ref = a_loc if a_loc is not None else a_glob
     if beta is None:
         return torch.ones_like(ref)
     score = (beta * a_loc if beta > 0 else 0.0) + ((1.0 - beta) * a_glob if beta < 1 else 0.0)
-    return ref.shape[0] * torch.softmax(score / tau, dim=0)
+    sign = 1.0 if emphasis == "aligned" else -1.0
+    return ref.shape[0] * torch.softmax(sign * score / tau, dim=0)
 
 
 def _token_projection(backbone: nn.Module) -> nn.Module:
@@ -139,7 +165,8 @@ def _token_projection(backbone: nn.Module) -> nn.Module:
 
 class DMWA(nn.Module):
     def __init__(self, backbone: nn.Module, text_sketch: torch.Tensor, text_photo: torch.Tensor,
-                 params: DMWAParams | None = None):
+                 params: DMWAParams | None = None, text_sketch_tokens: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 text_photo_tokens: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__()
         self.params = params or DMWAParams()
         if text_sketch.shape != text_photo.shape or text_sketch.ndim != 2:
@@ -150,8 +177,27 @@ class DMWA(nn.Module):
         self.register_buffer("text_sketch", text_sketch.float().clone())
         self.register_buffer("text_photo", text_photo.float().clone())
         self.text_proj = nn.Linear(text_sketch.shape[1], backbone.embed_dim, bias=False)
+        init = self.params.text_projection
+        if init == "auto":  # keep CLIP's shared image-text space at the start when the widths allow it
+            init = "identity" if getattr(backbone, "clip_dim", None) and text_sketch.shape[1] == backbone.embed_dim \
+                else "random"
+        if init == "identity":
+            if text_sketch.shape[1] != backbone.embed_dim:
+                raise ValueError(f"text_projection='identity' needs text width {text_sketch.shape[1]} = embed_dim "
+                                 f"{backbone.embed_dim}; use 'random' or embed_dim={text_sketch.shape[1]}")
+            with torch.no_grad():
+                self.text_proj.weight.copy_(torch.eye(backbone.embed_dim))
         if self.params.local_text:
             _token_projection(backbone)
+        if self.params.text_tokens:
+            if text_sketch_tokens is None or text_photo_tokens is None:
+                raise ValueError("text_tokens=True needs the prompts' token embeddings (encode_class_texts(..., "
+                                 "tokens=True))")
+            # per class: token embeddings [C, L, text_dim] of the prompt's words and their mask [C, L]
+            self.register_buffer("text_sketch_tokens", text_sketch_tokens[0].float().clone())
+            self.register_buffer("text_sketch_mask", text_sketch_tokens[1].bool().clone())
+            self.register_buffer("text_photo_tokens", text_photo_tokens[0].float().clone())
+            self.register_buffer("text_photo_mask", text_photo_tokens[1].bool().clone())
 
     @property
     def n_classes(self) -> int:
@@ -160,6 +206,14 @@ class DMWA(nn.Module):
     def embed(self, images: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
         """Retrieval features: the global embedding (un-normalised)."""
         return self.backbone(images, domains).embedding
+
+    def classify(self, images: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
+        """Seen-class logits: the text-anchored classification term's (sketches against the sketch prompts,
+        photos against the photo prompts), for the authors' selection rule."""
+        emb = self.embed(images, domains).float()
+        texts = self.class_texts()
+        t = torch.where((domains == 0)[:, None, None], texts[0][None], texts[1][None])
+        return F.cosine_similarity(emb[:, None], t.float(), dim=-1) / self.params.text_temperature
 
     def class_texts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Projected class texts [C, D] for sketches and photos. CLIP embeddings of prompts that differ in
@@ -179,13 +233,26 @@ class DMWA(nn.Module):
         t_s, t_p = (t.detach().float()[labels] for t in texts)
         tok_s, tok_p = tok_sketch.detach().float(), tok_photo.detach().float()
         pools = (None, None)
-        if p.local_text:
+        if p.local_text and p.text_tokens:
+            proj = _token_projection(self.backbone)
+            pools = tuple(torch.softmax(self._token_relevance(proj(tok), domain, labels) / p.attention_temperature, dim=1)
+                          for tok, domain in ((tok_s, "sketch"), (tok_p, "photo")))
+        elif p.local_text:
             proj = _token_projection(self.backbone)
             pools = tuple(torch.softmax(F.cosine_similarity(proj(tok), t[:, None], dim=-1) / p.attention_temperature,
                                         dim=1) for tok, t in ((tok_s, t_s), (tok_p, t_p)))
         a_loc = cross_attention_score(tok_s, tok_p, p.attention_temperature, *pools)
         a_glob = global_score(g_sketch.detach().float(), g_photo.detach().float(), t_s, t_p, p.global_score)
-        return {"a_loc": a_loc, "a_glob": a_glob, "w": weight_list(a_loc, a_glob, p.beta_effective, p.tau)}
+        return {"a_loc": a_loc, "a_glob": a_glob,
+                "w": weight_list(a_loc, a_glob, p.beta_effective, p.tau, p.emphasis)}
+
+    def _token_relevance(self, image_tokens: torch.Tensor, domain: str, labels: torch.Tensor) -> torch.Tensor:
+        """[B, N]: each image token's cosine with the best-matching word token of its class prompt (projected
+        like the pooled text)."""
+        words = self.text_proj(F.normalize(getattr(self, f"text_{domain}_tokens")[labels], dim=-1))  # [B, L, D]
+        mask = getattr(self, f"text_{domain}_mask")[labels]                                           # [B, L]
+        cos = F.normalize(image_tokens, dim=-1) @ F.normalize(words.float(), dim=-1).transpose(1, 2)  # [B, N, L]
+        return cos.masked_fill(~mask[:, None, :], -2.0).amax(dim=2)
 
     def _parts(self, batch: dict):
         n = batch["image"].shape[0]
@@ -237,8 +304,10 @@ def text_tower_choice(backbone: str, pretrained: str | None, params: DMWAParams)
 
 
 def encode_class_texts(class_names: Sequence[str], model_name: str, pretrained: str | None,
-                       seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frozen CLIP text embeddings [C, text_dim] of the sketch and photo prompts of ``class_names``.
+                       seed: int = 0, tokens: bool = False) -> tuple:
+    """Frozen CLIP text embeddings [C, text_dim] of the sketch and photo prompts of ``class_names``; with
+    ``tokens`` also each prompt's word-token embeddings and mask (``TextEncoder.encode_class_tokens``), as
+    (sketch, photo, sketch tokens, photo tokens).
 
     A randomly initialised tower (pretrained None) is built under ``seed`` without touching the
     global RNG, so the same names always give the same codes."""
@@ -257,4 +326,7 @@ def encode_class_texts(class_names: Sequence[str], model_name: str, pretrained: 
         if quiet is not None:
             logging.getLogger().setLevel(quiet)
     names = list(class_names)
-    return encoder.encode_classes(names, "sketch").cpu(), encoder.encode_classes(names, "photo").cpu()
+    pooled = (encoder.encode_classes(names, "sketch").cpu(), encoder.encode_classes(names, "photo").cpu())
+    if not tokens:
+        return pooled
+    return pooled + tuple(tuple(x.cpu() for x in encoder.encode_class_tokens(names, d)) for d in ("sketch", "photo"))

@@ -10,9 +10,11 @@ from ..training.config import TrainConfig
 METHODS = ("clusterretri", "dmwa")
 
 
-def build_model(config: TrainConfig, class_names: Sequence[str]) -> nn.Module:
+def build_model(config: TrainConfig, class_names: Sequence[str], *, for_training: bool = True) -> nn.Module:
     """The trainable model of ``config.method`` for the seen ``class_names`` (label order): its ``forward(batch)``
-    returns the loss terms (with "total") and it has ``embed(images, domains) -> features``."""
+    returns the loss terms (with "total") and it has ``embed(images, domains) -> features``. With
+    ``for_training=False`` (loading a trained run to evaluate it) ClusterRetri's distillation teacher and
+    class mask are left out, so their files are not needed."""
     if config.method not in METHODS:
         raise ValueError(f"unknown method {config.method!r}; known: {METHODS}")
     n_classes = len(class_names)
@@ -22,14 +24,22 @@ def build_model(config: TrainConfig, class_names: Sequence[str]) -> nn.Module:
         if config.method_params:
             raise ValueError(f"clusterretri takes no method_params, got {sorted(config.method_params)}; "
                              "its options are lambda_da, lambda_kd, teacher_weights, kd_temperature")
-        backbone = _backbone(config, **({"imagenet_head": True} if config.lambda_kd > 0 else {}))
-        teacher = None
-        if config.lambda_kd > 0:
+        backbone = _backbone(config, weights=for_training or config.backbone.startswith("clip:"),
+                             **({"imagenet_head": True} if config.lambda_kd > 0 else {}))
+        teacher = class_mask = None
+        if config.lambda_kd > 0 and for_training:
             from .cse_resnet import build_imagenet_teacher
 
             teacher = build_imagenet_teacher(config.teacher_weights)
-        return ClusterRetri(backbone, n_classes, lambda_da=config.lambda_da, lambda_kd=config.lambda_kd,
-                            teacher=teacher, kd_temperature=config.kd_temperature)
+        if config.lambda_kd_mask > 0 and for_training:
+            from .class_mask import load_class_mask
+
+            class_mask = load_class_mask(config.kd_mask, list(class_names))
+        # a model built for evaluation needs neither the teacher nor the mask (nor their files)
+        kd = config.lambda_kd if for_training else 0.0
+        return ClusterRetri(backbone, n_classes, lambda_da=config.lambda_da, lambda_kd=kd, teacher=teacher,
+                            kd_temperature=config.kd_temperature,
+                            lambda_kd_mask=config.lambda_kd_mask if for_training else 0.0, class_mask=class_mask)
     if config.method == "dmwa":
         from .dmwa import DMWA, DMWAParams, encode_class_texts, text_tower_choice
 
@@ -39,24 +49,32 @@ def build_model(config: TrainConfig, class_names: Sequence[str]) -> nn.Module:
                              f"(got lambda_da={config.lambda_da}, lambda_kd={config.lambda_kd})")
         backbone = _backbone(config)
         text_model, text_pretrained = text_tower_choice(config.backbone, config.pretrained, params)
-        texts = encode_class_texts(class_names, text_model, text_pretrained, seed=params.text_seed)
-        return DMWA(backbone, *texts, params=params)
+        texts = encode_class_texts(class_names, text_model, text_pretrained, seed=params.text_seed,
+                                   tokens=params.text_tokens)
+        return DMWA(backbone, texts[0], texts[1], params=params, text_sketch_tokens=texts[2] if len(texts) > 2 else None,
+                    text_photo_tokens=texts[3] if len(texts) > 2 else None)
     raise AssertionError("unreachable")
 
 
-def _backbone(config: TrainConfig, **extra) -> nn.Module:
-    """The configured backbone. open_clip towers keep their native input size (``config.image_size`` is for
+def _backbone(config: TrainConfig, weights: bool = True, **extra) -> nn.Module:
+    """The configured backbone, with its ``pretrained`` weights unless ``weights`` is False (a trained run's
+    checkpoint holds them). open_clip towers keep their native input size (``config.image_size`` is for
     the others): forcing e.g. 64 px on a 224 px CLIP would interpolate its position embeddings silently."""
     from .backbones import build_backbone
 
     size = None if config.backbone.startswith("clip:") else config.image_size
-    return build_backbone(config.backbone, embed_dim=config.embed_dim, pretrained=config.pretrained, image_size=size,
+    return build_backbone(config.backbone, embed_dim=config.embed_dim, pretrained=config.pretrained if weights else None,
+                          image_size=size,
                           **dict(config.backbone_params, **extra))
 
 
 def transforms_for(model: nn.Module, config: TrainConfig, train: bool) -> dict[str, Callable]:
-    """{domain: PIL -> tensor}: the backbone's own preprocessing (open_clip), else ``config.transform``."""
-    from .backbones import backbone_transform
+    """{domain: PIL -> tensor}: an open_clip tower's own preprocessing, else ``config.transform`` at
+    ``config.image_size`` (with the training augmentation when ``train`` and ``config.augment``)."""
+    from ..data.transforms import build_transform
 
-    return {d: backbone_transform(model.backbone, d, train=train and config.augment, convention=config.transform)
-            for d in ("sketch", "photo")}
+    preprocess = getattr(model.backbone, "preprocess", None)
+    if preprocess is not None:
+        return {d: preprocess["train" if train and config.augment else "eval"] for d in ("sketch", "photo")}
+    return {d: build_transform(d, config.image_size, config.transform, train=train and config.augment,
+                               augmentation=config.augmentation) for d in ("sketch", "photo")}

@@ -171,3 +171,19 @@ def plot_deltas(frame: pd.DataFrame, metrics: Sequence[str] = ("map@all", "prec@
     axes[0][-1].legend(loc="best", fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def tie_study(scores: Sequence[Scores], *, preset: str = "clusterretri", tie_seeds: int = 5) -> pd.DataFrame:
+    """The same scores under the tie rules only (stable, ``tie_seeds`` random orders, and secondary where the
+    scores have one), with the other conventions of ``preset``: one row per scores and tie rule, a column
+    per metric."""
+    rows = []
+    for s in scores:
+        rules = [("stable (gallery index)", "stable", None)]
+        rules += [(f"random (seed {k})", "random", k) for k in range(tie_seeds)]
+        if s.has_secondary:
+            rules.append(("rerank by exact distance", "secondary", None))
+        for text, ties, seed in rules:
+            results = s.score(ties=ties, tie_seed=seed, **PRESETS[preset])
+            rows.append({"scores": s.name, "tie rule": text, **{m: r.value for m, r in results.items()}})
+    return pd.DataFrame(rows)

@@ -11,17 +11,23 @@ from ..training.config import TrainConfig
 from ..data.datasets import load_split
 from ..data.quadruplets import QuadrupletDataset, QuadrupletSampler, stack_quadruplets
 from ..models.factory import transforms_for
+from ..viz import image_grid
 
 
 def variant_label(method_params: dict) -> str:
-    """A table row label, e.g. "DMWA (weighting both, quadruplet)"."""
-    return f"DMWA (weighting {method_params.get('weighting', 'both')}, {method_params.get('loss', 'quadruplet')})"
+    """A table row label, e.g. "DMWA (weighting both, quadruplet)", or "DMWA (weighting both inverse, quadruplet)"
+    when misaligned pairs weigh more."""
+    inverse = " inverse" if method_params.get("emphasis", "aligned") == "misaligned" else ""
+    return (f"DMWA (weighting {method_params.get('weighting', 'both')}{inverse}, "
+            f"{method_params.get('loss', 'quadruplet')})")
 
 
-def ablation_grid(main: dict, weightings: list[str], loss_forms: list[str]) -> list[dict]:
+def ablation_grid(main: dict, weightings: list[str], loss_forms: list[str], emphases: list[str] = ()) -> list[dict]:
     """method_params of every ablation run: the main settings with each weighting (main loss form),
-    then with each loss form (main weighting); duplicates removed, the main settings first."""
+    then with each loss form (main weighting), then with each emphasis (aligned or misaligned pairs
+    weigh more); duplicates removed, the main settings first."""
     grid = [dict(main)] + [dict(main, weighting=w) for w in weightings] + [dict(main, loss=f) for f in loss_forms]
+    grid += [dict(main, emphasis=e) for e in emphases]
     unique: list[dict] = []
     for params in grid:
         if params not in unique:
@@ -70,3 +76,35 @@ def plot_weight_history(history: list[dict], title: str = ""):
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def pair_grid(rows: pd.DataFrame, quads: QuadrupletDataset, title: str):
+    """The sketch-photo pairs of ``rows`` (from ``probe_weights``) side by side, titled with their weight
+    and alignment scores, four pairs per row."""
+    images, titles = [], []
+    for _, r in rows.iterrows():
+        images += [quads.sketches.load_image(int(r["sketch"])), quads.photos.load_image(int(r["photo"]))]
+        titles += [f"{r['class']}\nw={r['w']:.2f}", f"loc {r['a_loc']:.2f} glob {r['a_glob']:.2f}"]
+    return image_grid(images, titles, ncols=min(len(images), 2 * 4), suptitle=title)
+
+
+def run_ablations(base: TrainConfig, variants: list[dict], seeds: list[int], *, preset: str,
+                  cluster: tuple[int, int, str] | None, device: str = "auto", if_code_changed: str = "refuse"):
+    """Train (or reuse) every variant's run with every seed and score it on the unseen split (results files
+    labelled by ``variant_label``); returns the paths of the written results files."""
+    import dataclasses
+
+    from .runs import trained_run
+    from .scoring import score_and_record
+
+    written = []
+    for params in variants:
+        for seed in seeds:
+            run = trained_run(dataclasses.replace(base, method_params=params, seed=seed), device=device,
+                              progress=False, if_code_changed=if_code_changed)
+            paths = score_and_record(run.model, run.config, run.name, preset=preset, cluster=cluster,
+                                     label=variant_label(params), device=device,
+                                     extra={"best_epoch": run.best_epoch, "run_dir": str(run.run_dir)})
+            written += list(paths.values())
+            print(f"{run.name}: best epoch {run.best_epoch + 1}")
+    return written

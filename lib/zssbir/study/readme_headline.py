@@ -23,6 +23,9 @@ def render(headline: dict, figure: str | None) -> str:
              "Column conventions:", ""]
     lines += [f"- {metric}: {conv}" for metric, conv in headline["conventions"].items()]
     lines += ["", headline["markdown"].strip(), ""]
+    if headline.get("claims"):
+        lines += ["The papers' claims on this benchmark (paired over seeds, computed by `zssbir.study.findings`):", ""]
+        lines += [f"- {sentence}" for sentence in headline["claims"]] + [""]
     if figure:
         lines += [f"![{Path(figure).stem}]({figure})", ""]
     lines.append(END)
@@ -52,3 +55,24 @@ def update_readme(readme: str | Path | None = None, reports: str | Path | None =
     after = rest.split(END, 1)[1]
     readme.write_text(before + render(headline, figure) + after, encoding="utf-8")
     return readme
+
+
+def write_headline(frame, dataset: str, metrics, study, figures: list[Path], *, claims: list[str],
+                   convention_run: str, reports: str | Path | None = None) -> Path:
+    """``<reports>/tables/headline.json``: the study table of ``dataset`` (rows with mean, std and seeds,
+    each column's convention, its Markdown), the claim sentences, the figures (paths relative to the
+    reports folder) and where it all came from; ``update_readme`` reads it."""
+    from datetime import datetime, timezone
+
+    from ..runtime import git_commit
+    from .tables import headline, to_markdown
+
+    reports = Path(reports) if reports else paths.reports_dir()
+    data = {**headline(frame, dataset, metrics), "markdown": to_markdown(study), "claims": list(claims),
+            "figures": [Path(f).resolve().relative_to(reports.resolve()).as_posix() for f in figures],
+            "convention_run": convention_run,
+            "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": git_commit()}
+    target = reports / "tables" / "headline.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    return target

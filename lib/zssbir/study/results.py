@@ -1,7 +1,8 @@
 """Results are data: one JSON file per run; tables are built from these files, never typed.
 
 A results file holds:
-  name, created (UTC ISO time), seed, params (everything needed to re-run),
+  name, created (UTC ISO time), seed, params (everything needed to re-run; with a ``dataset``, also the
+  ``photo_set`` its lists held: ``zssbir.data.photosets``, e.g. Sketchy without its extension is "original only"),
   metrics: {metric name: {"value": float, "convention": {...}}}  (every number names its convention)
   meta: device, versions, git commit (``runtime.run_metadata``), extra: free-form details
 """
@@ -24,8 +25,9 @@ SCHEMA = "zssbir.study.results/1"
 def _metric_record(name: str, metric: Any, default_convention: Mapping | None) -> dict:
     if hasattr(metric, "to_dict"):
         metric = metric.to_dict()
-    if isinstance(metric, Mapping):
-        record = {"value": metric["value"], "convention": dict(metric.get("convention") or default_convention or {})}
+    if isinstance(metric, Mapping):  # other keys (e.g. the values over k-means seeds) are kept
+        record = {**{k: v for k, v in metric.items() if k != "name"}, "value": metric["value"],
+                  "convention": dict(metric.get("convention") or default_convention or {})}
     else:
         record = {"value": metric, "convention": dict(default_convention or {})}
     value = float(record["value"])
@@ -51,6 +53,20 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def _with_photo_set(params: Mapping) -> Mapping:
+    """``params`` plus the photo set of its data set's lists (unless given; nothing for an unknown id)."""
+    if "dataset" not in params or "photo_set" in params:
+        return params
+    from ..data.photosets import photo_set
+
+    train = params.get("train") if isinstance(params.get("train"), Mapping) else {}
+    try:
+        found = photo_set(params["dataset"], train.get("data_root") or params.get("data_root"))
+    except ValueError:  # not a registered data set id
+        return params
+    return {**params, "photo_set": found.name}
+
+
 def write_results(name: str, *, params: Mapping, metrics: Mapping, seed: int, convention: Mapping | None = None,
                   out_dir: str | Path | None = None, extra: Mapping | None = None, device: str = "auto") -> Path:
     """Write ``<out_dir>/<name>.json`` atomically and return its path.
@@ -67,7 +83,7 @@ def write_results(name: str, *, params: Mapping, metrics: Mapping, seed: int, co
         "name": name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seed": seed,
-        "params": _jsonable(params),
+        "params": _jsonable(_with_photo_set(params)),
         "metrics": {k: _metric_record(k, v, convention) for k, v in metrics.items()},
         "meta": _jsonable(run_metadata(device)),
         "extra": _jsonable(extra or {}),
@@ -108,10 +124,12 @@ def results_frame(records: list[dict]) -> "pd.DataFrame":
         for metric, m in r["metrics"].items():
             conv = m["convention"]
             rows.append({"name": r["name"], "label": params.get("label"), "method": params.get("method"),
-                         "dataset": params.get("dataset"),
+                         "dataset": params.get("dataset"), "photo_set": params.get("photo_set"),
                          "backbone": train.get("backbone"), "lambda_da": train.get("lambda_da"), "seed": r["seed"],
                          "retrieval": retrieval.get("kind"), "M": retrieval.get("M"), "K": retrieval.get("K"),
-                         "variant": retrieval.get("variant"), "metric": metric, "value": m["value"],
+                         "variant": retrieval.get("variant"), "tie_order": retrieval.get("ties"),
+                         "protocol": params.get("protocol") or train.get("protocol") or "clean", "metric": metric,
+                         "value": m["value"],
                          "ties": conv.get("ties"),
                          "convention": ", ".join(f"{k}={conv[k]}" for k in ("ap", "map_k_denominator",
                                                  "prec_k_denominator", "average", "ties") if conv.get(k) is not None)})

@@ -1,13 +1,10 @@
-"""What the notebooks call: train (or resume) a run, get its cached features, score them, record results.
+"""Scoring a trained run: its cached features of a split, exact and cluster-then-retrieve scores, results files.
 
 A run's results are one JSON per retrieval procedure (exact, or cluster-then-retrieve with its
 M, K and variant), named ``<run name>__<retrieval>``, so tables can group them freely.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,29 +14,6 @@ from ..data.datasets import load_split
 from ..training.features import cached_features
 from ..models.factory import transforms_for
 from .results import write_results
-from ..training.loop import TrainResult, default_run_dir, load_trained, train
-
-
-def run_name(config: TrainConfig, tag: str = "") -> str:
-    """A readable, unique-enough run name: method, data set, backbone, key weights, seed."""
-    parts = [config.method, config.dataset, config.backbone.replace(":", "-")]
-    if config.method == "dmwa":
-        from ..models.dmwa import DMWAParams
-
-        mp = dataclasses.asdict(DMWAParams.from_dict(config.method_params))
-        parts += [f"w{mp.pop('weighting')}", mp.pop("loss")]
-        # the other options only when they differ from the defaults, as a short digest
-        changed = {k: v for k, v in mp.items() if v != getattr(DMWAParams, k)}
-        if changed:
-            parts.append("p" + hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8])
-    else:
-        parts.append(f"lda{config.lambda_da:g}")
-    return "_".join(parts + ([tag] if tag else []) + [f"seed{config.seed}"])
-
-
-def train_or_resume(config: TrainConfig, name: str | None = None, progress: bool = True) -> TrainResult:
-    """Train into runs/train/<name>; a finished run is only reloaded, an interrupted one resumes."""
-    return train(config, run_dir=default_run_dir(config, name or run_name(config)), progress=progress)
 
 
 def split_features(model, config: TrainConfig, split: str = "zero", device: str = "auto",
@@ -49,32 +23,54 @@ def split_features(model, config: TrainConfig, split: str = "zero", device: str 
     model = model.eval()
     out = {}
     for domain in ("sketch", "photo"):
-        ds = load_split(config.dataset, split, domain, data_root=config.data_root, transform=tf[domain])
+        ds = load_split(config.dataset, split, domain, data_root=config.data_root, transform=tf[domain],
+                        duplicates=config.list_duplicates)
         out[domain] = cached_features(model.embed, model, ds, device=device, progress=progress)
     return out
-
-
-def load_run(run_dir: str | Path, device: str = "auto"):
-    return load_trained(run_dir, device=device)
 
 
 def record(name: str, config: TrainConfig, metrics: dict, *, retrieval: dict, extra: dict | None = None,
            label: str | None = None) -> Path:
     """One results JSON: training parameters + the retrieval procedure (+ a readable row label for the
     tables); metrics carry their conventions."""
-    params = {"train": config.to_dict(), "retrieval": retrieval, "method": config.method, "dataset": config.dataset}
+    params = {"train": config.to_dict(), "retrieval": retrieval, "method": config.method, "dataset": config.dataset,
+              "protocol": config.protocol}
     if label:
         params["label"] = label
     return write_results(name, params=params, metrics=metrics, seed=config.seed, extra=extra)
 
 
+KMEANS_SEEDS = 5  # k-means seeds cluster-then-retrieve is scored over (the authors' seed 123 and the next four)
+
+
+def cluster_over_seeds(query, gallery, query_labels, gallery_labels, M: int, K: int, variant: str, *,
+                       preset: str = "clusterretri", kmeans_seeds: int = KMEANS_SEEDS, ties: str | None = None) -> dict:
+    """Cluster-then-retrieve scored with ``kmeans_seeds`` k-means seeds (``DEFAULT_SEED`` + 0, 1, ...): per metric
+    the mean as ``value`` (what tables show), the value of every seed, their standard deviation and the seeds."""
+    from ..eval.cluster_retrieval import DEFAULT_SEED, evaluate_clustered
+
+    if kmeans_seeds < 1:
+        raise ValueError(f"kmeans_seeds must be at least 1, got {kmeans_seeds}")
+    seeds = [DEFAULT_SEED + i for i in range(kmeans_seeds)]
+    runs = [evaluate_clustered(query, gallery, query_labels, gallery_labels, M, K, variant=variant, preset=preset,
+                               seed=s, ties=ties) for s in seeds]
+    out = {}
+    for metric in runs[0]:
+        values = [r[metric].value for r in runs]
+        out[metric] = {"value": float(np.mean(values)), "convention": runs[0][metric].convention,
+                       "kmeans_seeds": seeds, "per_kmeans_seed": values,
+                       "std_over_kmeans_seeds": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+    return out
+
+
 def score_and_record(model, config: TrainConfig, name: str, *, preset: str = "clusterretri",
                      cluster: tuple[int, int, str] | None = None, label: str | None = None,
-                     extra: dict | None = None, device: str = "auto") -> dict[str, Path]:
+                     extra: dict | None = None, device: str = "auto", kmeans_seeds: int = KMEANS_SEEDS) -> dict[str, Path]:
     """Score a trained run on the unseen split by exact retrieval and, with ``cluster=(M, K, variant)``,
-    cluster-then-retrieve; write one results JSON per procedure (``<name>__exact``, ``<name>__cluster``)
-    and return their paths by procedure."""
-    from ..eval.cluster_retrieval import evaluate_clustered
+    cluster-then-retrieve over ``kmeans_seeds`` k-means seeds (``cluster_over_seeds``); write one results JSON
+    per procedure (``<name>__exact``, ``<name>__cluster``) and return their paths by procedure. At M = 1,
+    where every photo of a cluster ties, "adc" and "fuse" are also scored with stable ties
+    (``<name>__cluster_stable``), beside the default random order."""
     from ..eval.exact_search import evaluate_features
 
     feats = split_features(model, config, "zero", device=device)
@@ -84,31 +80,64 @@ def score_and_record(model, config: TrainConfig, name: str, *, preset: str = "cl
                            label=label and f"{label}, exact")}
     if cluster is not None:
         M, K, variant = cluster
-        out["cluster"] = record(f"{name}__cluster", config,
-                                evaluate_clustered(q, g, ql, gl, M, K, variant=variant, preset=preset), extra=extra,
-                                retrieval={"kind": "cluster", "M": M, "K": K, "variant": variant},
-                                label=label and f"{label}, cluster M={M} K={K} {variant}")
+        tie_orders = [("cluster", None)] + ([("cluster_stable", "stable")] if M == 1 and variant != "rerank" else [])
+        for key, ties in tie_orders:
+            suffix = ", stable ties" if ties else ""
+            out[key] = record(f"{name}__{key}", config,
+                              cluster_over_seeds(q, g, ql, gl, M, K, variant, preset=preset, kmeans_seeds=kmeans_seeds,
+                                                 ties=ties), extra=extra,
+                              retrieval={"kind": "cluster", "M": M, "K": K, "variant": variant,
+                                         "kmeans_seeds": kmeans_seeds, **({"ties": ties} if ties else {})},
+                              label=label and f"{label}, cluster M={M} K={K} {variant}{suffix}")
     return out
 
 
 CHANCE_LABEL = "chance (random ranking)"
 
 
-def record_chance(dataset: str, *, seeds: int = 5, preset: str = "clusterretri", data_root: str | None = None,
-                  out_dir: str | Path | None = None) -> list[Path]:
-    """The chance level of the unseen split, scored like the runs: every photo gets the same score and
-    ties are ordered randomly (seed s), i.e. a uniformly random ranking per query. One results JSON per
-    seed (``chance_<dataset>_seed<s>``, row label ``CHANCE_LABEL``), so the tables show its mean ± std."""
+def chance_metrics(dataset: str, seed: int, *, preset: str = "clusterretri", data_root: str | None = None,
+                   duplicates: str = "drop") -> dict:
+    """The metrics of a uniformly random ranking of the unseen split (its lists read with ``duplicates``):
+    every photo gets the same score and ties are ordered randomly (``seed``), scored under ``preset``."""
     from ..eval.metrics import evaluate
 
     sketches = load_split(dataset, "zero", "sketch", data_root=data_root, check_files=False)
-    photos = load_split(dataset, "zero", "photo", data_root=data_root, check_files=False)
-    n_gallery = len(photos)
+    photos = load_split(dataset, "zero", "photo", data_root=data_root, check_files=False, duplicates=duplicates)
 
     def tied(start: int, end: int) -> np.ndarray:
-        return np.zeros((end - start, n_gallery), dtype=np.float32)
+        return np.zeros((end - start, len(photos)), dtype=np.float32)
 
+    return evaluate(tied, sketches.labels, photos.labels, preset=preset, ties="random", seed=seed)
+
+
+def chance_level(dataset: str, *, seeds: int = 5, preset: str = "clusterretri", data_root: str | None = None,
+                 duplicates: str = "drop") -> dict:
+    """{metric: mean over ``seeds`` random rankings} of the unseen split (see ``chance_metrics``)."""
+    values = [chance_metrics(dataset, s, preset=preset, data_root=data_root, duplicates=duplicates)
+              for s in range(seeds)]
+    return {m: float(np.mean([v[m].value for v in values])) for m in values[0]}
+
+
+def record_chance(dataset: str, *, seeds: int = 5, preset: str = "clusterretri", data_root: str | None = None,
+                  out_dir: str | Path | None = None) -> list[Path]:
+    """The chance level as results files, one per seed (``chance_<dataset>_seed<s>``, row label
+    ``CHANCE_LABEL``), so the tables show its mean ± std beside the runs."""
     params = {"method": "chance", "dataset": dataset, "label": CHANCE_LABEL, "retrieval": {"kind": "random"}}
     return [write_results(f"chance_{dataset}_seed{s}", params=params, seed=s, out_dir=out_dir,
-                          metrics=evaluate(tied, sketches.labels, photos.labels, preset=preset, ties="random", seed=s))
+                          metrics=chance_metrics(dataset, s, preset=preset, data_root=data_root))
             for s in range(seeds)]
+
+
+def run_sentences(scores, chance: dict | None = None, digits: int = 3) -> list[str]:
+    """One sentence per results file of a run (a ``results_frame``): its metrics, against chance when given."""
+    from .tables import procedure_text
+
+    out = []
+    for name, rows in scores.groupby("name", sort=False):
+        values = dict(zip(rows["metric"], rows["value"]))
+        parts = [f"{m} {v:.{digits}f}" + (f" (chance {chance[m]:.{digits}f})" if chance and m in chance else "")
+                 for m, v in values.items()]
+        first = rows.iloc[0]
+        out.append(f"{procedure_text(first['retrieval'], first['M'], first['K'], first['variant'], first['tie_order'])}: "
+                   + ", ".join(parts) + ".")
+    return out

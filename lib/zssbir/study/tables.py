@@ -18,24 +18,26 @@ from pathlib import Path
 import pandas as pd
 
 from . import published_numbers
+from ..data.photosets import ORIGINAL
 from ..eval.metrics import DEFAULT_METRICS
 from .results import load_results, mean_std_text, results_frame, summary_table
 
 CONVENTION_ROW = "metric convention"
-_PROCEDURE_KEYS = ["retrieval", "M", "K", "variant"]
+_PROCEDURE_KEYS = ["retrieval", "M", "K", "variant", "tie_order"]
 
 
-def procedure_text(retrieval, M, K, variant) -> str:
-    """'exact' or 'cluster M=2 K=16 rerank'."""
+def procedure_text(retrieval, M, K, variant, tie_order=None) -> str:
+    """'exact', 'cluster M=2 K=16 rerank', or with an explicit tie order 'cluster M=1 K=10 adc, stable ties'."""
     if retrieval == "exact":
         return "exact"
     parts = [str(retrieval or "unknown retrieval")] + [f"{k}={_int(v)}" for k, v in (("M", M), ("K", K)) if _given(v)]
-    return " ".join(parts + ([str(variant)] if _given(variant) else []))
+    text = " ".join(parts + ([str(variant)] if _given(variant) else []))
+    return text + (f", {tie_order} ties" if _given(tie_order) else "")
 
 
-def derived_label(method, lambda_da, retrieval, M=None, K=None, variant=None) -> str:
+def derived_label(method, lambda_da, retrieval, M=None, K=None, variant=None, tie_order=None) -> str:
     """A readable row label for a results file that has no ``params["label"]``."""
-    procedure = procedure_text(retrieval, M, K, variant)
+    procedure = procedure_text(retrieval, M, K, variant, tie_order)
     if method == "clusterretri":
         if not lambda_da:
             return "exact retrieval baseline (no L_DA)" if procedure == "exact" else f"baseline (no L_DA), {procedure}"
@@ -47,7 +49,8 @@ def study_frame(source: str | Path) -> pd.DataFrame:
     """``results_frame`` of every results file under ``source`` with a final ``row`` label per file.
 
     A ``params["label"]`` shared by several retrieval procedures gets the procedure appended; when
-    the data set holds several backbones, the backbone is appended too.
+    the data set holds several backbones, the backbone is appended too, and likewise the list protocol
+    ("authors lists" / "clean lists") when both were scored, so they stand side by side.
     """
     source = Path(source)
     records = load_results(source) if source.exists() else []
@@ -63,6 +66,11 @@ def study_frame(source: str | Path) -> pd.DataFrame:
     frame.loc[shared, "row"] = frame.loc[shared, "row"] + ", " + frame.loc[shared, "procedure"]
     several = frame.groupby("dataset")["backbone"].transform("nunique") > 1
     frame.loc[several, "row"] = frame.loc[several, "row"] + ", backbone " + frame.loc[several, "backbone"].astype(str)
+    scored = frame["method"] != "chance"
+    both = scored & (frame[scored].groupby("dataset")["protocol"].transform("nunique").reindex(frame.index) > 1)
+    frame.loc[both, "row"] = frame.loc[both, "row"] + ", " + frame.loc[both, "protocol"] + " lists"
+    original = frame["photo_set"] == ORIGINAL  # e.g. Sketchy without EXTEND_image_sketchy: not the Ext benchmark
+    frame.loc[original, "row"] = frame.loc[original, "row"] + ", original photos only (no extended set)"
     return frame
 
 
@@ -129,11 +137,18 @@ def _published_block(dataset: str, metrics) -> pd.DataFrame:
     return wide.join(info).reset_index()
 
 
-def _study_block(frame: pd.DataFrame, dataset: str, metrics) -> pd.DataFrame:
+def _study_block(frame: pd.DataFrame, dataset: str, metrics, protocol: str | None = None) -> pd.DataFrame:
+    """The study's rows of ``dataset`` (only those scored under ``protocol`` when given), or a note."""
+    if protocol is not None:
+        others = frame[(frame["dataset"] == dataset) & (frame["protocol"] != protocol) & (frame["method"] != "chance")]
+        frame = frame[(frame["dataset"] != dataset) | (frame["protocol"] == protocol) | (frame["method"] == "chance")]
     part = for_dataset(frame, dataset, metrics)
-    if part.empty:
+    if part[part["method"] != "chance"].empty:
         note = (f"no results of this study on {dataset} yet (full-size runs: configs/clusterretri/{dataset}.yaml, "
                 f"configs/dmwa/{dataset}.yaml on a GPU)")
+        if protocol is not None and len(others):
+            note = (f"no results of this study on {dataset} under the {protocol} protocol (the published numbers' "
+                    f"lists); {others['name'].nunique()} results files use other lists and are not compared")
         return pd.DataFrame([{"row": note, **{m: "-" for m in metrics}, "convention": "", "source": ""}])
     table = study_table(frame, dataset, metrics).drop(index=CONVENTION_ROW)
     table["convention"] = part.groupby("row")["convention"].agg(merged_convention).reindex(table.index)
@@ -144,13 +159,15 @@ def _study_block(frame: pd.DataFrame, dataset: str, metrics) -> pd.DataFrame:
 
 def study_vs_published(frame: pd.DataFrame, study_dataset: str, metrics=DEFAULT_METRICS) -> pd.DataFrame:
     """Blocks of rows: the study on ``study_dataset`` (when it is not a real benchmark), then for every real
-    benchmark the published numbers and the study's own (or a note that it has none)."""
+    benchmark the published numbers and the study's own rows scored under the same protocol as the published
+    numbers (the authors' lists), or a note that it has none."""
     blocks = []
     if study_dataset not in published_numbers.DATASETS:
         blocks.append(_study_block(frame, study_dataset, metrics).assign(block=f"this study, on {study_dataset}"))
     for dataset in published_numbers.DATASETS:
         blocks.append(_published_block(dataset, metrics).assign(block=f"published, on {dataset}"))
-        blocks.append(_study_block(frame, dataset, metrics).assign(block=f"this study, on {dataset}"))
+        blocks.append(_study_block(frame, dataset, metrics, protocol="authors").assign(
+            block=f"this study, on {dataset} (authors' lists, as the published numbers)"))
     out = pd.concat(blocks, ignore_index=True)
     return out[["block", "row", *metrics, "convention", "source"]]
 

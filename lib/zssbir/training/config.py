@@ -10,7 +10,17 @@ from pathlib import Path
 
 import yaml
 
-SELECTIONS = ("seen_val", "unseen_test", "last")
+SELECTIONS = ("seen_val", "seen_val_top1", "unseen_test", "last")
+PROTOCOLS = ("clean", "authors")     # published lists deduplicated, or exactly as published (duplicates kept)
+EPOCH_MODES = ("photos", "shorter_loader")  # what ends a ClusterRetri epoch
+AUGMENTATIONS = ("study", "authors")
+UNREADABLE_IMAGES = ("error", "skip")  # an unreadable image stops the run (naming it), or is left out and counted
+# settings that change where or how fast a run trains, not what it learns (not part of its identity; a run
+# resumes with other values). unreadable_images is one: on sound data it changes nothing, and a run that
+# met an unreadable image must resume with "skip" after an "error" stop; what it left out is recorded in the run.
+RUNTIME_FIELDS = ("device", "num_workers", "data_root", "unreadable_images")
+# defaults that depend on the method: a field left at None takes its method's value
+METHOD_DEFAULTS = {"clusterretri": {"lambda_da": 0.1}, "dmwa": {"lambda_da": 0.0}}
 
 
 @dataclass
@@ -29,23 +39,48 @@ class TrainConfig:
     lr: float = 2e-3
     lr_final_factor: float = 1e-2       # lr at epoch e = lr * lr_final_factor ** (e / epochs); authors: 1e-3
     weight_decay: float = 5e-4
-    lambda_da: float = 0.1              # weight of ClusterRetri's distribution alignment loss
+    lambda_da: float | None = None      # weight of ClusterRetri's distribution alignment loss; None = the
+                                        # method's default (METHOD_DEFAULTS: 0.1 for clusterretri, 0 for dmwa)
     lambda_kd: float = 0.0              # weight of SAKE distillation (needs teacher_weights)
     teacher_weights: str | None = None  # ImageNet SE-ResNet50 checkpoint for SAKE distillation
     kd_temperature: float = 1.0
-    augment: bool = True                # SAKE augmentation (flip, affine)
+    augment: bool = True                # training augmentation on (see augmentation)
+    augmentation: str = "study"         # study | authors (SAKE's random_transform; zssbir.data.transforms)
     transform: str = "sake"             # transform convention for non-CLIP backbones
+    protocol: str = "clean"             # clean: duplicate list entries dropped | authors: lists as published
+    epoch_mode: str = "photos"          # photos: one pass over the photos, sketches cycle | shorter_loader: the
+                                        # authors' zip of the two loaders (ends with the shorter one)
+    lambda_kd_mask: float = 0.0         # weight of SAKE's WordNet class-similarity mask on the teacher logits (0.3)
+    kd_mask: str | None = None          # the mask file (cid_mask.pickle: seen class -> 1000 ImageNet similarities)
+    validation_gallery: int | None = None  # seen-class photos the per-epoch validation ranks (None: all; a seeded
+                                        # per-class subsample otherwise, for large benchmarks)
     method_params: dict = field(default_factory=dict)  # method-specific options (validated by the method)
-    selection: str = "seen_val"         # seen_val (default) | unseen_test (papers' protocol: leaks) | last
+    selection: str = "seen_val"         # seen_val: retrieval mAP on held-out seen sketches (default) | seen_val_top1:
+                                        # their top-1 class accuracy (the authors' rule) | unseen_test (leaks) | last
     max_steps_per_epoch: int | None = None  # cap for smoke runs
     seed: int = 0
     device: str = "auto"
     amp: bool = True                    # autocast where the device supports it (CUDA); ignored on CPU
     num_workers: int = 0
+    unreadable_images: str = "error"    # error (stop, naming the file) | skip (leave it out with a warning; the
+                                        # run records the files in unreadable_images.json and their count)
 
     def __post_init__(self):
-        if self.selection not in SELECTIONS:
-            raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+        if self.method not in METHOD_DEFAULTS:
+            raise ValueError(f"unknown method {self.method!r}; known: {sorted(METHOD_DEFAULTS)}")
+        for name, value in METHOD_DEFAULTS[self.method].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        for name, choices in (("selection", SELECTIONS), ("protocol", PROTOCOLS), ("epoch_mode", EPOCH_MODES),
+                              ("augmentation", AUGMENTATIONS), ("unreadable_images", UNREADABLE_IMAGES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if self.lambda_kd_mask > 0 and not (self.kd_mask and self.lambda_kd > 0):
+            raise ValueError("lambda_kd_mask > 0 needs kd_mask (the class-mask file, e.g. cid_mask.pickle) and "
+                             "lambda_kd > 0 (the mask is added to the teacher's logits)")
+        if self.validation_gallery is not None and (not isinstance(self.validation_gallery, int)
+                                                    or self.validation_gallery < 1):
+            raise ValueError(f"validation_gallery must be a positive int or None, got {self.validation_gallery!r}")
         for name in ("epochs", "batch_size", "embed_dim", "image_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
@@ -53,6 +88,12 @@ class TrainConfig:
             raise ValueError(f"sketch_fraction must be in (0, 1), got {self.sketch_fraction}")
         if self.lambda_kd > 0 and not self.teacher_weights:
             raise ValueError("lambda_kd > 0 needs teacher_weights: a local ImageNet SE-ResNet50 checkpoint")
+
+    @property
+    def list_duplicates(self) -> str:
+        """How the file lists are read (``data.datasets.load_split``'s ``duplicates``): "keep" under the authors'
+        protocol (lists as published), "drop" under the clean one."""
+        return "keep" if self.protocol == "authors" else "drop"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

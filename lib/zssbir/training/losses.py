@@ -38,9 +38,13 @@ def alignment_kl(embeddings: torch.Tensor, target_logits: torch.Tensor) -> torch
 
 
 def sake_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
-                      mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Soft cross-entropy -sum_c q_c log p_c with q = softmax(teacher / T), p = softmax(student),
-    averaged over the rows selected by ``mask`` (SAKE distils photos only); 0 if none is selected."""
+                      mask: torch.Tensor | None = None, class_prior: torch.Tensor | None = None) -> torch.Tensor:
+    """Soft cross-entropy -sum_c q_c log p_c with q = softmax((teacher + class_prior) / T), p = softmax(student),
+    averaged over the rows selected by ``mask`` (SAKE distils photos only); 0 if none is selected.
+    ``class_prior`` [B, C]: SAKE's semantic term, the weighted WordNet similarity of each row's class to the
+    teacher's classes, added to the teacher's logits (``kdneg_lambda * cid_mask``)."""
+    if class_prior is not None:
+        teacher_logits = teacher_logits.detach().float() + class_prior.float()
     if mask is not None:
         student_logits, teacher_logits = student_logits[mask], teacher_logits[mask]
     if student_logits.shape[0] == 0:

@@ -1,0 +1,112 @@
+"""The one way a notebook (or script) names, trains and opens a run of the study.
+
+A run is defined by a settings file in ``configs/`` (``TrainConfig`` fields as YAML) plus a few
+overrides, e.g. ``run_config("study/clusterretri.yaml", {"lambda_da": 0.0, "seed": 1})``. Its name
+and folder follow from the settings alone (``zssbir.training.identity.run_name``), so every notebook
+that names the same settings means the same run:
+
+- ``train_run`` trains it, resumes it, or reloads it when finished (training notebooks);
+- ``open_run`` only opens a trained run and says which notebook or command trains it when it does not
+  exist (analysis notebooks never train behind the user's back).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from .. import paths
+from ..training.config import TrainConfig
+from ..training.identity import CODE_CHANGE_POLICIES, code_changes, default_run_dir, run_name, training_code
+from ..training.loop import TrainResult, load_trained, train
+
+
+class RunNotFoundError(FileNotFoundError):
+    """The run a notebook names has not been trained (or not to its end)."""
+
+
+@dataclass
+class TrainedRun:
+    name: str
+    run_dir: Path
+    config: TrainConfig
+    model: torch.nn.Module       # the selected checkpoint (best.pt), in eval mode
+    history: list[dict]
+    best_epoch: int
+
+
+def config_path(run_config: str | Path) -> Path:
+    """A settings file: an existing path, else a path relative to ``configs/``."""
+    path = Path(run_config)
+    if not path.is_file():
+        path = paths.project_root() / "configs" / run_config
+    if not path.is_file():
+        known = sorted(p.relative_to(paths.project_root() / "configs").as_posix()
+                       for p in (paths.project_root() / "configs").rglob("*.yaml"))
+        raise FileNotFoundError(f"no settings file {run_config!r} (looked in the working folder and configs/); "
+                                f"files in configs/: {', '.join(known)}")
+    return path
+
+
+def run_config(run_config: str | Path, overrides: dict | None = None, **runtime) -> TrainConfig:
+    """The ``TrainConfig`` of a settings file with ``overrides`` applied (unknown keys are refused);
+    ``runtime`` sets where it runs (device, num_workers, data_root), which is not part of its name."""
+    values = yaml.safe_load(config_path(run_config).read_text(encoding="utf-8")) or {}
+    values.update(overrides or {})
+    values.update({k: v for k, v in runtime.items() if v not in (None, "")})
+    return TrainConfig.from_dict(values)
+
+
+def train_run(config: TrainConfig, *, progress: bool = True, if_code_changed: str = "refuse") -> TrainResult:
+    """Train the run of ``config`` into ``<runs>/train/<run name>``; resumes an interrupted run, only
+    reloads a finished one (see ``zssbir.training.loop.train`` for ``if_code_changed``)."""
+    return train(config, run_dir=default_run_dir(config), progress=progress, if_code_changed=if_code_changed)
+
+
+def open_run(config: TrainConfig, *, device: str = "auto", trained_by: str = "01_train",
+             if_code_changed: str = "refuse") -> TrainedRun:
+    """The finished run of ``config``, with its selected model. Raises ``RunNotFoundError`` naming the
+    run and how to train it (``trained_by``: the notebook that does) when it is missing or unfinished."""
+    if if_code_changed not in CODE_CHANGE_POLICIES:
+        raise ValueError(f"if_code_changed must be one of {CODE_CHANGE_POLICIES}, got {if_code_changed!r}")
+    name, run_dir = run_name(config), default_run_dir(config)
+    checkpoint = run_dir / "checkpoint.pt"
+    how = (f"train it first: notebook {trained_by} with the same settings, or `zssbir train` with them "
+           f"(the run's settings: {dict(sorted(config.to_dict().items()))})")
+    if not checkpoint.is_file():
+        raise RunNotFoundError(f"run {name} does not exist in {run_dir.parent}: {how}")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if state["epoch"] + 1 < config.epochs or not state.get("validated", True):
+        raise RunNotFoundError(f"run {name} stopped after epoch {state['epoch'] + 1} of {config.epochs}: resume it "
+                               f"(notebook {trained_by} or `zssbir train` resume where it stopped)")
+    changed = code_changes(state.get("code"), training_code())
+    if changed and if_code_changed != "reuse":
+        raise RunNotFoundError(f"run {name} was trained by other code (changed: {', '.join(changed)}): train it "
+                               f"again ({trained_by} with if_code_changed='retrain'), or pass if_code_changed='reuse'")
+    model, saved = load_trained(run_dir, device=device)
+    return TrainedRun(name, run_dir, saved, model, state["history"], state["best"]["epoch"])
+
+
+def trained_run(config: TrainConfig, *, device: str = "auto", progress: bool = True,
+                if_code_changed: str = "refuse") -> TrainedRun:
+    """Train (or resume, or reload) the run of ``config`` and open it: what a training notebook calls."""
+    train_run(config, progress=progress, if_code_changed=if_code_changed)
+    return open_run(config, device=device, if_code_changed="reuse")
+
+
+def train_command(run_config: str | Path, overrides: dict | None = None) -> str:
+    """The shell command that trains (or resumes) the run of a settings file plus overrides, e.g.
+    ``zssbir train --config configs/study/clusterretri.yaml --set lambda_da=0.1 seed=0``."""
+    import shlex
+
+    path = config_path(run_config)
+    try:
+        shown = path.resolve().relative_to(paths.project_root()).as_posix()
+    except ValueError:
+        shown = str(path)
+    sets = [f"{k}={yaml.safe_dump(v, default_flow_style=True, width=10_000).strip().removesuffix('...').strip()}"
+            for k, v in (overrides or {}).items()]
+    return " ".join(["zssbir", "train", "--config", shlex.quote(shown)]
+                    + (["--set"] + [shlex.quote(s) for s in sets] if sets else []))
