@@ -102,21 +102,22 @@ class CellRanker:
         within = np.empty(n, np.int64)
         within[order] = np.arange(n) - self.cell_start[self.cell_of[order]]
         self.cell_tb = self.cell_of[order] * n + self.tb[order]  # ascending: (cell, tie rank) of every item
-        # Per class k: its distinct cells (CSR uptr/ucell; global index uptr[k] + j for its j-th cell)
-        # and per relevant item (ascending gallery index, as labels.relevant[k]) the index j of its
-        # cell and its within-cell position. "Class items" are all items ordered by class (cptr) and,
-        # per global cell index, the class items in that cell (CSR uiptr/uitems).
-        ucells, self.item_loc, self.item_within, uitems, ucounts = [], [], [], [], []
+        # Per class k: its distinct cells (CSR uptr/ucell; global index uptr[k] + j for its j-th cell).
+        # "Class items": all items ordered by class (cptr), each class in ascending gallery index as
+        # labels.relevant; per class item the index j of its cell among its class's cells and its
+        # within-cell position; per global cell index the class items in that cell (CSR uiptr/uitems).
+        ucells, loc_parts, uitems, ucounts = [], [], [], []
         self.cptr = np.concatenate([[0], np.cumsum(labels.n_relevant)]).astype(np.int64)
         for k, items in enumerate(labels.relevant):
             cells, loc = np.unique(self.cell_of[items], return_inverse=True)
             loc = loc.reshape(-1).astype(np.int64)
             ucells.append(cells)
-            self.item_loc.append(loc)
-            self.item_within.append(within[items])
+            loc_parts.append(loc)
             uitems.append(self.cptr[k] + np.argsort(loc, kind="stable"))
             ucounts.append(np.bincount(loc, minlength=len(cells)))
         self.class_items = np.concatenate(labels.relevant).astype(np.int64)
+        self.flat_loc = np.concatenate(loc_parts).astype(np.int64)
+        self.flat_within = within[self.class_items]
         self.ulen = np.array([len(u) for u in ucells], np.int64)
         self.uptr = np.concatenate([[0], np.cumsum(self.ulen)]).astype(np.int64)
         self.ucell = np.concatenate(ucells).astype(np.int64)
@@ -138,39 +139,48 @@ class CellRanker:
         threads on chunks of rows, so it must be thread-safe)."""
         codes = self.labels.query_codes[start:end]
         pptr = np.concatenate([[0], np.cumsum(self.ulen[codes])]).astype(np.int64)
-        before = np.empty(int(pptr[-1]), np.int64)
+        optr = np.concatenate([[0], np.cumsum(self.labels.n_relevant[codes])]).astype(np.int64)
+        out = np.empty(int(optr[-1]), np.int64)  # every row's ranks, ascending, rows one after the other
         bounds = np.linspace(0, end - start, min(threads, end - start) + 1).astype(int)
-        jobs = [pool.submit(self._rows, dist, codes, pptr, before, int(a), int(b), start)
+        jobs = [pool.submit(self._rows, dist, codes, pptr, optr, out, int(a), int(b), start)
                 for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-        parts = [t for job in jobs for t in job.result()]  # in row order: the first error is the first bad query's
-        across = [np.concatenate(p) for p in zip(*parts)] if parts else None
+        for job in jobs:  # in row order: the first error is that of the first bad query
+            job.result()
         groups = []
-        for c in np.unique(codes):
-            if self.labels.n_relevant[c] == 0:
+        for c in np.unique(codes):  # as relevant_ranks groups them: per class present, rows ascending
+            n = int(self.labels.n_relevant[c])
+            if n == 0:
                 continue
             rows = np.flatnonzero(codes == c)
-            ranks = before[pptr[rows][:, None] + self.item_loc[c][None, :]]
-            ranks += self.item_within[c][None, :] + 1
-            if across is not None:
-                mine = self.labels.query_codes[start + across[0]] == c
-                if mine.any():  # items tied with other cells: + items there with a lower tie rank
-                    np.add.at(ranks, (np.searchsorted(rows, across[0][mine]), across[1][mine] - self.cptr[c]),
-                              across[2][mine])
-            ranks.sort(axis=1)
-            groups.append((rows + start, ranks))
+            groups.append((rows + start, out[optr[rows][:, None] + np.arange(n)]))
         return RankBlock(start, end, groups)
 
-    def _rows(self, dist, codes, pptr, before, a, b, start) -> list:
-        across = []
+    def _rows(self, dist, codes, pptr, optr, out, a, b, start):
         for r0 in range(a, b, self.chunk):
             r1 = min(r0 + self.chunk, b)
             x = np.ascontiguousarray(dist(r0, r1), dtype=np.float32)
             if x.shape != (self.n_cells, r1 - r0):
                 raise ValueError(f"cell distances must have shape {(self.n_cells, r1 - r0)}, got {x.shape}")
-            ties = self._before(x, codes[r0:r1], before[pptr[r0]:pptr[r1]], start + r0)
-            if ties is not None:
-                across.append((ties[0] + r0, ties[1], ties[2]))
-        return across
+            before = np.empty(int(pptr[r1] - pptr[r0]), np.int64)
+            ties = self._before(x, codes[r0:r1], before, start + r0)
+            self._ranks(codes[r0:r1], pptr[r0:r1] - pptr[r0], before, ties, out[optr[r0]:optr[r1]])
+
+    def _ranks(self, codes, pstart, before, ties, out):
+        """1-based ranks of every row's relevant items, ascending per row, into ``out`` (rows in
+        order): before(cell) + within + 1, plus the tied cells' items of lower tie rank."""
+        n_items = self.labels.n_relevant[codes]
+        if n_items.sum() == 0:
+            return
+        row = np.repeat(np.arange(len(codes), dtype=np.int64), n_items)
+        item = _ranges(self.cptr[codes], n_items)  # class items of each row (ascending gallery index)
+        ranks = before[pstart[row] + self.flat_loc[item]] + self.flat_within[item] + 1
+        if ties is not None:
+            t_row, t_item, lower = ties
+            at = (np.cumsum(n_items) - n_items)[t_row] + t_item - self.cptr[codes[t_row]]
+            np.add.at(ranks, at, lower)
+        key = row * (self.labels.n_gallery + 1) + ranks  # sort every row's ranks at once
+        key.sort()
+        out[:] = key - row * (self.labels.n_gallery + 1)
 
     def _before(self, x, codes, out, row0):
         """Fill ``out`` with before(c) of every (row, cell of the row's class) pair, rows in order,

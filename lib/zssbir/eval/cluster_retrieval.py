@@ -296,12 +296,14 @@ class ClusterIndex:
                     end = min(start + block_size, len(q))
                     if end > n_queries:
                         raise ValueError(f"score block [{start}, {end}) runs past the {n_queries} query labels")
-                    # the block's tables exactly as the score path computes them (B, M K); the workers
-                    # take their rows, transposed (in a worker thread, torch runs single-threaded)
-                    lut = self.tables(q[start:end]).reshape(end - start, self.M * self.K)
+                    # the block's tables exactly as the score path computes them (B, M, K); the workers
+                    # copy their rows out transposed, (M K, rows) (in a worker thread torch runs
+                    # single-threaded)
+                    lut = self.tables(q[start:end])
 
                     def dist(a, b, lut=lut):  # cell-major (C, b - a) distances of block rows [a, b)
-                        return gather_sum_cellmajor(lut[a:b].T.contiguous(), cols).numpy()
+                        lut_t = lut[a:b].permute(1, 2, 0).reshape(self.M * self.K, b - a).contiguous()
+                        return gather_sum_cellmajor(lut_t, cols).numpy()
                     yield ranker.rank_block(start, end, dist, pool, threads)
             if len(q) != n_queries:
                 raise ValueError(f"score blocks covered {len(q)} queries but {n_queries} query labels were given")
