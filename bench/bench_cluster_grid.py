@@ -45,6 +45,18 @@ METRICS = ("map@all", "prec@100")
 PRESET = "clusterretri"
 
 
+def machine_load() -> str:
+    """Load average and, where Linux reports it, the share of the last 10 s in which runnable tasks
+    waited for a CPU (/proc/pressure/cpu): other processes on a shared machine inflate wall times."""
+    text = f"load average {os.getloadavg()[0]:.2f}"
+    try:
+        with open("/proc/pressure/cpu") as f:
+            text += f", CPU pressure {f.readline().split()[1].split('=')[1]}% (avg10)"
+    except (OSError, IndexError):
+        pass
+    return text
+
+
 class Timer:
     def __enter__(self):
         self.w0, self.c0 = time.perf_counter(), time.process_time()
@@ -97,7 +109,7 @@ def main(argv=None) -> None:
     print(f"bench_cluster_grid: {n_query:,} queries x {n_gallery:,} gallery x 512-d, {n_classes} classes; "
           f"grid M {list(GRID_MS)} x K {list(GRID_KS)} ({len(GRID_MS) * len(GRID_KS)} points), variant adc, "
           f"ties random, {', '.join(METRICS)}, preset {PRESET!r}")
-    print(f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} "
+    print(f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, {machine_load()} "
           "(other processes inflate wall times)\n")
 
     # 1. the grid over k-means seeds ------------------------------------------------------------
@@ -110,7 +122,7 @@ def main(argv=None) -> None:
         runs.append((seed, t, df))
         per = df.drop_duplicates(["M", "K"])
         print(f"grid, k-means seed {seed}: {t.wall:6.1f} s wall, {t.cpu:6.1f} s CPU "
-              f"(fit {per.fit_seconds.sum():5.1f} s, eval {per.eval_seconds.sum():5.1f} s)", flush=True)
+              f"(fit {per.fit_seconds.sum():5.1f} s, eval {per.eval_seconds.sum():5.1f} s); {machine_load()}", flush=True)
     first = runs[0][2].drop_duplicates(["M", "K"])
     print("\nseconds per point, seed 123 (fit + eval; eval = ranking and both metrics):")
     print("   M " + "".join(f"{'K=' + str(k):>13}" for k in GRID_KS))
@@ -159,7 +171,7 @@ def main(argv=None) -> None:
     loop_grid = sum(per_query[M] * n_query for M in GRID_MS) * len(GRID_KS)
 
     one, five = runs[0][1].wall, sum(t.wall for _, t, _ in runs)
-    print(f"\nsummary ({os.cpu_count()} CPUs, load average now {os.getloadavg()[0]:.2f}):")
+    print(f"\nsummary ({os.cpu_count()} CPUs; now {machine_load()}):")
     print(f"  grid, 1 k-means seed:  {one:7.1f} s  (goal <= 60 s)")
     if len(runs) > 1:
         print(f"  grid, {len(runs)} k-means seeds: {five:7.1f} s  (goal <= 240 s for 5)")
