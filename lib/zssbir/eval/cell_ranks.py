@@ -210,13 +210,12 @@ class CellRanker:
         below = np.cumsum(hist)
         gu = g[pu * rows + pr]
         base = (below[gu] - hist[gu]).astype(np.int64) - pr * self.labels.n_gallery
-        # 3. the cells sharing a bin with a relevant cell, row-major (r * C + c), sorted by (row, distance)
+        # 3. the cells sharing a bin with a relevant cell (cell-major order), sorted by (row, distance)
         flag = np.zeros(rows * nb, bool)
         flag[gu] = True
-        cand = np.flatnonzero(flag.take(g).reshape(n_cells, rows).T)
-        cr, cc = np.divmod(cand, n_cells)
-        at = cc * rows + cr
-        key = (cr << 32) | (k.reshape(-1)[at].astype(np.int64) + koff)
+        cand = np.flatnonzero(flag.take(g))
+        cc, cr = np.divmod(cand, rows)
+        key = (cr << 32) | (k.reshape(-1)[cand].astype(np.int64) + koff)
         n_cand = len(cand)
         ib = n_cand.bit_length()
         if int(rows - 1).bit_length() + 32 + ib <= 63:  # sort the keys with their index in the low bits
@@ -225,27 +224,23 @@ class CellRanker:
         else:
             order = np.argsort(key)
             skey = key[order]
-        scell, sbin = cc[order], g[at[order]]  # sbin is sorted too: bins are monotone in the distance
-        inv = np.empty(n_cand, np.int64)
-        inv[order] = np.arange(n_cand)
-        sp = inv[np.searchsorted(cand, pr * n_cells + pu)]  # sorted position of every relevant pair
-        idx = np.arange(n_cand)
-        new_key = np.ones(n_cand, bool)
-        np.not_equal(skey[1:], skey[:-1], out=new_key[1:])
+        scell, sbin = cc[order], g[cand[order]]  # sbin is sorted too: bins are monotone in the distance
+        ku = (pr << 32) | (k[pu, pr].astype(np.int64) + koff)
+        left = np.searchsorted(skey, ku, "left")  # the first cell with the pair's distance (maybe itself)
         new_bin = np.ones(n_cand, bool)
         np.not_equal(sbin[1:], sbin[:-1], out=new_bin[1:])
-        left = np.maximum.accumulate(np.where(new_key, idx, 0))[sp]  # first cell of the pair's distance
-        first = np.maximum.accumulate(np.where(new_bin, idx, 0))[sp]  # first cell of the pair's bin
+        first = np.maximum.accumulate(np.where(new_bin, np.arange(n_cand), 0))[left]  # first cell of its bin
         cum = np.zeros(n_cand + 1, np.int64)
         np.cumsum(self.sizes[scell], out=cum[1:])
         out[:] = base + cum[left] - cum[first]
-        # 4. ties: another cell with exactly the distance of a relevant cell (before or after it)
-        after = np.minimum(sp + 1, n_cand - 1)
-        tied = np.flatnonzero((left < sp) | ((sp + 1 < n_cand) & (skey[after] == skey[sp])))
+        # 4. ties: another cell with exactly the distance of a relevant cell (the pair's cell is one of
+        #    the equal keys from ``left`` on, so there is another iff the next key is equal too)
+        tied = np.flatnonzero(skey[np.minimum(left + 1, n_cand - 1)] == ku)
+        tied = tied[left[tied] + 1 < n_cand]
         if len(tied) == 0:
             return None
         left = left[tied]
-        n_equal = np.searchsorted(skey, skey[sp[tied]], "right") - left
+        n_equal = np.searchsorted(skey, ku[tied], "right") - left
         # other cells with exactly the distance of a relevant cell: (pair, other cell) entries ...
         pos = _ranges(left, n_equal)
         e_pair = np.repeat(tied, n_equal)
