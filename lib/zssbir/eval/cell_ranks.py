@@ -45,7 +45,7 @@ import numpy as np
 from .relevant_ranks import LabelIndex, RankBlock, tiebreak_ranks
 
 _F32_INF = 0x7F800000  # bits of +inf; larger: NaN
-_CHUNK_ELEMENTS = 1 << 19  # cell distances per chunk of rows (2 MiB of float32, with bins and flags in cache)
+_CHUNK_ELEMENTS = 1 << 18  # cell distances per chunk of rows (1 MiB of float32; bins, histogram and flags in cache)
 _BINS_BELOW = 1  # bins per row: the power of two in [C / 2**_BINS_BELOW, 2 C / 2**_BINS_BELOW)
 
 
