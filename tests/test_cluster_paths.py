@@ -19,7 +19,8 @@ import torch
 from zssbir.eval import cell_ranks
 from zssbir.eval.cell_ranks import CellRanker, cells_of
 from zssbir.eval.cluster_grid import grid
-from zssbir.eval.cluster_retrieval import ClusterIndex, evaluate_clustered, gather_sum, gather_sum_cellmajor
+from zssbir.eval.cluster_retrieval import (ClusterIndex, Prepared, evaluate_clustered, gather_sum,
+                                           gather_sum_cellmajor, prepare_features)
 from zssbir.eval.metrics import PRESETS
 from zssbir.eval.relevant_ranks import label_index, rank_positions
 
@@ -241,9 +242,42 @@ def test_fitted_indexes_and_grid_identical(monkeypatch):
     auto, scores = grid(q, g, ql, gl, **kw), grid(q, g, ql, gl, path="scores", **kw)
     cols = ["M", "K", "variant", "ties", "metric", "value", "skipped", "reason"]
     assert auto[cols].equals(scores[cols]) and auto.skipped.sum() == 1 and (~auto.skipped).sum() == 4
+    # the grid prepares the features once (Prepared): each index sees exactly the tensors it would
+    # prepare itself from the grid's (already prepared) features, and gives the same values
+    seen = []
+    real = ClusterIndex.prepare_queries
+    monkeypatch.setattr(ClusterIndex, "prepare_queries", lambda self, x: seen.append(real(self, x)) or seen[-1])
+    grid(q, g, ql, gl, Ms=(2, 4), Ks=(8,), variants=("adc",), metrics=["map@all"])
+    expected = prepare_features(prepare_features(q, "q", True), "q", True)
+    assert len(seen) == 2 and all(torch.equal(t, expected) for t in seen)
+    alone = ClusterIndex.fit(g, 4, 16).evaluate(q, ql, gl, ties="stable", metrics=["map@all", "prec@100"])
+    for name, r in alone.items():
+        assert auto[(auto.ties == "stable") & (auto.metric == name) & (auto.M == 4)].value.item() == r.value
     one = evaluate_clustered(q, g, ql, gl, 2, 8, metrics=["map@all"])["map@all"]
     two = evaluate_clustered(q, g, ql, gl, 2, 8, metrics=["map@all"], path="scores")["map@all"]
     np.testing.assert_array_equal(one.per_query, two.per_query)
+
+
+def test_prepared_features_are_what_fit_and_evaluate_would_prepare():
+    """Prepared (used by the grid) stands for exactly the tensor fit/evaluate would make from its
+    input: same centroids, codes and per-query values; raw and Prepared inputs mix freely."""
+    rng = np.random.default_rng(11)
+    g = prepare_features(rng.standard_normal((120, 16)).astype(np.float32) * 3, "gallery features", True)
+    q = prepare_features(rng.standard_normal((30, 16)).astype(np.float32), "query features", True)
+    ql, gl = np.arange(30) % 4, np.arange(120) % 4
+    twice = prepare_features(g, "gallery features", True)
+    assert not torch.equal(twice, g)  # normalising again moves bits: the test below can tell them apart
+    assert torch.equal(prepare_features(Prepared(g, "gallery features", True), "x", True), twice)
+    assert torch.equal(prepare_features(Prepared(g, "gallery features", False), "x", True), twice)
+    a, b = ClusterIndex.fit(g, 2, 8), ClusterIndex.fit(Prepared(g, "gallery features", True), 2, 8)
+    assert np.array_equal(a.centroids, b.centroids) and np.array_equal(a.codes, b.codes)
+    assert torch.equal(a.gallery, b.gallery)
+    for path in ("cells", "scores"):
+        ra = a.evaluate(q, ql, gl, path=path, metrics=["map@all"])["map@all"]
+        rb = a.evaluate(Prepared(q, "query features", True), ql, gl, path=path, metrics=["map@all"])["map@all"]
+        np.testing.assert_array_equal(ra.per_query, rb.per_query)
+    with pytest.raises(ValueError, match="8 dimensions but the index was fitted on 16"):
+        a.evaluate(Prepared(q[:, :8], "query features", True), ql, gl)
 
 
 def test_path_choice_and_errors():

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from .cluster_retrieval import (DEFAULT_FUSE_WEIGHT, DEFAULT_SEED, ClusterIndex, check_mk, prepare_features,
+from .cluster_retrieval import (DEFAULT_FUSE_WEIGHT, DEFAULT_SEED, ClusterIndex, Prepared, check_mk, prepare_features,
                                 resolve_ties)
 from .metrics import DEFAULT_METRICS
 
@@ -51,11 +51,13 @@ def grid(query, gallery, query_labels, gallery_labels, *, Ms: Sequence[int] = GR
     q = prepare_features(query, "query features", normalize)
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"query features have {q.shape[1]} dimensions but gallery features have {g.shape[1]}")
+    # what every fit and evaluation prepares from g and q, prepared once for all points
+    g, q = Prepared(g, "gallery features", normalize), Prepared(q, "query features", normalize)
     rows = []
     for M in Ms:
         for K in Ks:
             try:
-                check_mk(g.shape[1], g.shape[0], M, K)
+                check_mk(g.tensor.shape[1], len(g), M, K)
             except ValueError as err:
                 rows.append(dict(M=M, K=K, variant=None, ties=None, metric=None, value=np.nan, fuse_weight=np.nan,
                                  fit_seconds=np.nan, eval_seconds=np.nan, skipped=True, reason=str(err)))

@@ -84,8 +84,27 @@ def check_mk(d: int, n: int, M: int, K: int) -> None:
 
 
 def prepare_features(x, name: str, normalize: bool) -> torch.Tensor:
+    """Validated float32 features, L2-normalised with ``normalize``, in new memory (a ``Prepared``
+    made with the same ``normalize`` is returned as it is)."""
+    if isinstance(x, Prepared):
+        if x.normalize == normalize:
+            return x.tensor
+        x = x.tensor
     t = as_features(x, name).float()
     return l2_normalize(t, name) if normalize else t.clone()  # never share memory with the caller
+
+
+class Prepared:
+    """Features already through ``prepare_features(x, name, normalize)``. ``ClusterIndex.fit`` and
+    ``ClusterIndex.evaluate`` take it in place of raw features and skip preparing them again, so
+    many indexes of one gallery (``cluster_grid.grid``) validate and normalise once. Read-only:
+    indexes may share its tensor."""
+
+    def __init__(self, x, name: str, normalize: bool):
+        self.tensor, self.normalize = prepare_features(x, name, normalize), bool(normalize)
+
+    def __len__(self) -> int:
+        return len(self.tensor)
 
 
 class ClusterIndex:
