@@ -122,7 +122,8 @@ def main(argv=None) -> None:
         runs.append((seed, t, df))
         per = df.drop_duplicates(["M", "K"])
         print(f"grid, k-means seed {seed}: {t.wall:6.1f} s wall, {t.cpu:6.1f} s CPU "
-              f"(fit {per.fit_seconds.sum():5.1f} s, eval {per.eval_seconds.sum():5.1f} s); {machine_load()}", flush=True)
+              f"(fit {per.fit_seconds.sum():5.1f} s, eval {per.eval_seconds.sum():5.1f} s); {machine_load()}",
+              flush=True)
     first = runs[0][2].drop_duplicates(["M", "K"])
     print("\nseconds per point, seed 123 (fit + eval; eval = ranking and both metrics):")
     print("   M " + "".join(f"{'K=' + str(k):>13}" for k in GRID_KS))
