@@ -12,14 +12,15 @@ numbers say nothing about real features). Grid: M in 1, 2, 4, 8, 16 x K in 8, 16
    PQ cells, ``zssbir.eval.cell_ranks``).
 2. The same evaluation by today's score path (``path="scores"``: (Q, N) ADC blocks through
    ``relevant_ranks``) on a few points: per-query values must be identical; its time for reference.
-3. "The authors' loop": a RE-CREATION (our code, not theirs) of the evaluation style of the
-   released ClusterRetri code (github curiosity654/ClusterRetr, src/clustering/pq.py with nanopq):
-   for each query, a distance table from ``np.linalg.norm(codewords - sub-query) ** 2`` per
-   sub-space, asymmetric distances ``table[range(M), codes].sum(1)`` to every gallery item, then
-   ``np.argsort`` and VOC AP with the Python envelope loop (eval_AP_inner / VOCap style) and a
-   second argsort for Prec@100; class means. Run on a subsample of queries at each M (K = 32, our
-   codes and centroids), timed per query and extrapolated to all queries and all 35 points (its
-   k-means is not counted: the estimate is a lower bound of its grid time).
+3. "The authors' loop": a RE-CREATION (our code, not theirs) of the steps of the evaluation in
+   the released ClusterRetri code (github curiosity654/ClusterRetr, src/clustering/pq.py with
+   nanopq): per query a distance table from ``np.linalg.norm(codewords - sub-query) ** 2`` per
+   sub-space and asymmetric distances ``table[range(M), codes].sum(1)`` to every gallery item
+   (stacked for all queries), then per query ``np.argsort``, VOC AP with the Python envelope loop
+   and the Python-level recall-step mask (eval_AP_inner / VOCap), a second argsort for Prec@100
+   (see ``authors_style_loop``). Run on a subsample of queries at each M (K = 32, our codes and
+   centroids), timed per query and extrapolated to all queries and all 35 points (its k-means is
+   not counted: the estimate is a lower bound of its grid time).
 
 Run: ``python bench/bench_cluster_grid.py`` (full, about 5 minutes on 2 cores), ``--seeds 1``,
 ``--quick`` (1/10 size). Wall and process CPU times are printed with the load average: other
@@ -68,32 +69,41 @@ class Timer:
 
 def authors_style_loop(index: ClusterIndex, q: np.ndarray, ql: np.ndarray, gl: np.ndarray, kind: str = "quicksort"
                        ) -> dict:
-    """Per-query evaluation in the style of the released ClusterRetri code (see module docstring);
-    ``kind`` is numpy's argsort (the released code: the default, unstable "quicksort")."""
-    cents, codes = index.centroids, index.codes
-    M, _, ds = cents.shape
-    rows = np.arange(M)
-
-    def voc_ap(rec, prec):
-        mrec = np.concatenate([[0.0], rec, [1.0]])
-        mpre = np.concatenate([[0.0], prec, [0.0]])
-        for i in range(len(mpre) - 2, -1, -1):  # the per-position Python envelope loop
-            mpre[i] = max(mpre[i], mpre[i + 1])
-        step = mrec[1:] != mrec[:-1]
-        return float(np.sum((mrec[1:][step] - mrec[:-1][step]) * mpre[1:][step]))
-
-    out = {"map@all": np.empty(len(q)), "prec@100": np.empty(len(q))}
-    for i, x in enumerate(q):
-        table = np.empty((M, cents.shape[1]), np.float32)
+    """RE-CREATION, in our code, of the steps of the released ClusterRetri evaluation (not their code).
+    All queries first: a (M, K) float32 distance table, ``norm(codewords - sub-query) ** 2`` one
+    sub-space at a time, then the asymmetric distances ``table[range(M), codes].sum(1)`` (codes
+    stored as uint8 for K <= 256), negated into scores and stacked into one (Q, N) array. Then per
+    query: AP from ``argsort(-scores)``, cumulative true and false positives, recall and precision
+    arrays padded by ``np.append``, the precision envelope by a Python loop over every position,
+    the recall steps by a Python-level comparison of neighbouring recalls; Prec@100 from a second
+    argsort. ``kind`` is numpy's argsort (the released code: the default, unstable quicksort)."""
+    cents = index.centroids
+    M, K, ds = cents.shape
+    codes = index.codes.astype(np.uint8 if K <= 256 else np.uint16)
+    scores = []
+    for x in q:
+        table = np.empty((M, K), np.float32)
         for m in range(M):
             table[m] = np.linalg.norm(cents[m] - x[m * ds:(m + 1) * ds], axis=1) ** 2
-        scores = -table[rows, codes].sum(1)  # asymmetric distances to every gallery item, negated
-        pos = gl == ql[i]
-        tp = pos[np.argsort(-scores, kind=kind)]
-        hits = np.cumsum(tp)
-        out["map@all"][i] = voc_ap(hits / pos.sum(), hits / np.arange(1, len(tp) + 1))
-        out["prec@100"][i] = pos[np.argsort(-scores, kind=kind)][:min(100, len(pos))].sum() / min(100, len(pos))
-    return out
+        scores.append(table[range(M), codes].sum(axis=1))
+    scores = -np.stack(scores)
+    ap, prec = np.empty(len(q)), np.empty(len(q))
+    for i in range(len(q)):
+        relevant = gl == ql[i]
+        tp = relevant[np.argsort(-scores[i], kind=kind)]
+        fp = np.cumsum(np.logical_not(tp))
+        tp = np.cumsum(tp)
+        rec, pre = tp / relevant.sum(), tp / (tp + fp)
+        mrec, mpre = np.append(np.append(0, rec), 1), np.append(np.append(0, pre), 0)
+        for j in range(len(mpre) - 2, -1, -1):
+            mpre[j] = max(mpre[j], mpre[j + 1])
+        steps = [a != b for a, b in zip(mrec[1:], mrec[:-1])]
+        ap[i] = np.sum((mrec[1:][steps] - mrec[:-1][steps]) * mpre[1:][steps])
+    for i in range(len(q)):
+        relevant = gl == ql[i]
+        top = min(100, len(relevant))
+        prec[i] = np.sum(relevant[np.argsort(-scores[i], kind=kind)][:top]) / top
+    return {"map@all": ap, "prec@100": prec}
 
 
 def main(argv=None) -> None:
