@@ -28,10 +28,11 @@ reports: setup ## regenerate every report (notebooks in notebooks/pipeline.yml) 
 test: setup ## run every test: unit tests, and the notebook pipeline with tiny parameters in temporary folders
 	$(PY) -m pytest -q tests
 
-bench: setup ## print speed and memory figures of metrics (and retrieval) against naive baselines, and of a backbone step
+bench: setup ## print speed and memory figures of metrics (and retrieval) against naive baselines, of a backbone step, and images/s of each training stage
 	$(PY) bench/bench_metrics.py
 	$(PY) bench/bench_clustering.py
 	$(PY) bench/bench_backbones.py
+	$(PY) bench/bench_training.py
 
 lab: setup ## open the notebooks in JupyterLab
 	$(VENV)/bin/jupyter lab notebooks
