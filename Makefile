@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PIPELINE ?= notebooks/pipeline.yml
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data reports test test-fast bench lab strip clean
+.PHONY: help setup data pretrain reports test test-fast bench lab strip clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml
 
 data: setup ## generate the embedded synthetic benchmark into data/datasets/synthetic
 	$(PY) -m zssbir.cli data generate synthetic
+
+pretrain: setup ## pretrain the small backbone on the synthetic_pretrain corpus (cached by content; not used by the reports)
+	$(PY) -m zssbir.training.pretrain
 
 reports: setup ## regenerate every report (notebooks in notebooks/pipeline.yml) into reports/
 	$(PY) -m zssbir.cli reports --pipeline $(PIPELINE) --readme

@@ -279,8 +279,9 @@ def ensure_corpus(corpus_id: str = "synthetic_pretrain", *, data_root: str | Pat
 
 
 def load_corpus(root: str | Path, split: str = "train", transform: Callable | None = None,
-                corpus_id: str = "synthetic_pretrain") -> ListDataset:
-    """The photos of a corpus split ("train" or "val") as a Dataset (items as in ``datasets``, domain photo)."""
+                corpus_id: str = "synthetic_pretrain", cache_decoded: bool = False) -> ListDataset:
+    """The photos of a corpus split ("train" or "val") as a Dataset (items as in ``datasets``, domain photo;
+    ``cache_decoded`` as there)."""
     if split not in LISTS:
         raise ValueError(f"unknown corpus split {split!r}; expected one of {sorted(LISTS)}")
     root = Path(root)
@@ -292,4 +293,4 @@ def load_corpus(root: str | Path, split: str = "train", transform: Callable | No
     ids = read_class_ids(class_path)
     names = tuple(sorted(ids, key=ids.__getitem__))
     info = SplitInfo(corpus_id, split, "photo", root, list_path, class_path, names)
-    return ListDataset(info, read_list(list_path), transform)
+    return ListDataset(info, read_list(list_path), transform, cache_decoded=cache_decoded)
