@@ -16,6 +16,21 @@ printed, as on a shared machine other processes only ever slow a stage down):
     python bench/bench_training.py                 # the table; about a minute on 2 idle cores
     python bench/bench_training.py --seconds 1 --workers 0 2
     python bench/bench_training.py --set decoded_cache=true torch_threads=1   # TrainConfig overrides (YAML values)
+
+Figures on this project's shared 2-core machine (2026-11-30; other users' processes come and go, so each figure is
+given with the 1-minute load average; images per second, batch 48 @ 48 px):
+  load ~1.4, defaults:  decode 9,400, transform 4,600, item 2,400, fwd+bwd 563, loader w=0 1,870,
+                        train step w=0 463, w=1 349, w=2 265 (workers only compete with torch's 2 threads)
+  load 5-6, defaults:   decode 3,100-7,600, fwd+bwd 23-79, train step w=0 22-56, w=1 40-47, w=2 39-44
+  load 5-6, decoded_cache=true torch_threads=1:
+                        decode 76,000-92,000, item 2,700-3,100, fwd+bwd 216-283, loader w=0 2,500-3,700,
+                        train step w=0 236-253, w=1 170-276, w=2 164-213
+  forward+backward alone, 1 vs 2 torch threads, interleaved in one process (ms per batch, best of 6):
+                        load ~1: 145 vs 87 (2 threads win); load ~4.5: 196 vs 827 (2 threads collapse)
+So: fwd+bwd is most of a step; 2 torch threads on 2 cores that other processes also use lose 4-10x (threads wait for
+each other), which torch_threads=1 avoids at a cost of 1.7x on an idle machine; loader workers do not help on 2
+cores; the cache removes decoding (about 5 ms of a batch). Both are off by default, so the report's runs are as they
+were.
 """
 from __future__ import annotations
 

@@ -230,8 +230,8 @@ def _train(config: TrainConfig, *, run_dir: str | Path | None, resume: bool, pro
     train_tf, eval_tf = transforms_for(model, config, train=True), transforms_for(model, config, train=False)
     duplicates = config.list_duplicates
     data = {d: load_split(config.dataset, "train", d, data_root=config.data_root, transform=train_tf[d],
-                          unreadable=config.unreadable_images, duplicates=duplicates, cache_decoded=config.decoded_cache)
-            for d in ("sketch", "photo")}
+                          unreadable=config.unreadable_images, duplicates=duplicates,
+                          cache_decoded=config.decoded_cache) for d in ("sketch", "photo")}
     val_split = "zero" if config.selection == "unseen_test" else "val"
     score_key = SELECTION_SCORES[config.selection]
     val_data = {(val_split, d): load_split(config.dataset, val_split, d, data_root=config.data_root,
