@@ -83,3 +83,12 @@ def test_ensure_corpus_generates_once_and_loads(isolated_dirs, monkeypatch):
     assert item["image"].mode == "RGB" and item["image"].size == (32, 32) and item["domain"] == 1
     with pytest.raises(ValueError, match="unknown pretraining corpus"):
         sp.ensure_corpus("synthetic")
+
+
+def test_generate_command_builds_a_corpus(isolated_dirs, capsys):
+    from zssbir.cli import main
+
+    assert main(["data", "generate", "synthetic_pretrain_tiny"]) == 0
+    root = isolated_dirs / "data" / "synthetic_pretrain_tiny"
+    assert f"synthetic_pretrain_tiny is ready at {root}" in capsys.readouterr().out
+    assert sp.load_manifest(root)["config"] == TINY.to_dict()
