@@ -26,7 +26,8 @@ Ranking  (how, never what: ``ClusterIndex.evaluate(path=...)``). "scores": the (
          "cells" (variant "adc"): the distances of the C <= N distinct code tuples (PQ cells),
          ranked by ``zssbir.eval.cell_ranks`` in O(C + relevant items) per query, with the same
          ranks and so bit-identical per-query values under every tie policy and convention.
-         "auto" (default) takes "cells" for "adc", "scores" for "fuse" and "rerank".
+         "auto" (default) takes "cells" for "adc" (except under AP "tie_merged", which needs
+         the item scores), "scores" for "fuse" and "rerank".
 Variants ("adc", "fuse", "rerank"), all distances ranked ascending (``higher_is_better=False``):
   "adc"     the ADC alone; ties (items sharing a code tuple) follow the tie policy "random"
             (default, seeded by the k-means seed) or "stable" (gallery index), see ``zssbir.eval.relevant_ranks``.
@@ -257,10 +258,11 @@ class ClusterIndex:
 
         "auto": "cells" for variant "adc" (ties "stable" or "random") unless ``evaluate_kwargs``
         holds an argument only ``metrics.evaluate`` takes, or the convention's AP flavour is
-        "tie_merged" (then "scores", which handles it as before). The cell path costs O(C M) table look-ups plus O(C) counting per query, C <= N
-        distinct cells; the score path O(N M) look-ups plus an O(N log N) sort. Even with every
-        cell distinct (C = N, large M) the counting is several times cheaper than the sort
-        (``bench/bench_cluster_grid.py``), so "auto" never needs the score path for "adc"."""
+        "tie_merged" (then "scores", which handles it as before). The cell path costs O(C M)
+        table look-ups plus O(C) counting per query, C <= N distinct cells; the score path O(N M)
+        look-ups plus an O(N log N) sort. Even with every cell distinct (C = N, large M) the
+        counting is several times cheaper than the sort (``bench/bench_cluster_grid.py``), so
+        "auto" never needs the score path for "adc"."""
         check_variant(variant)
         if path not in PATHS:
             raise ValueError(f"unknown path={path!r}; expected one of {PATHS}")
@@ -294,11 +296,12 @@ class ClusterIndex:
                     end = min(start + block_size, len(q))
                     if end > n_queries:
                         raise ValueError(f"score block [{start}, {end}) runs past the {n_queries} query labels")
-                    # the block's tables exactly as the score path computes them, transposed: (M K, B)
-                    lut_t = self.tables(q[start:end]).reshape(end - start, self.M * self.K).T.contiguous()
+                    # the block's tables exactly as the score path computes them (B, M K); the workers
+                    # take their rows, transposed (in a worker thread, torch runs single-threaded)
+                    lut = self.tables(q[start:end]).reshape(end - start, self.M * self.K)
 
-                    def dist(a, b, lut_t=lut_t):  # cell-major (C, b - a) distances of block rows [a, b)
-                        return gather_sum_cellmajor(lut_t[:, a:b].contiguous(), cols).numpy()
+                    def dist(a, b, lut=lut):  # cell-major (C, b - a) distances of block rows [a, b)
+                        return gather_sum_cellmajor(lut[a:b].T.contiguous(), cols).numpy()
                     yield ranker.rank_block(start, end, dist, pool, threads)
             if len(q) != n_queries:
                 raise ValueError(f"score blocks covered {len(q)} queries but {n_queries} query labels were given")
