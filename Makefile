@@ -9,7 +9,7 @@ LAB_PORT ?= 8888
 LAB_FLAGS := --ip 127.0.0.1 --port $(LAB_PORT) $(if $(filter 0,$(shell id -u)),--allow-root --no-browser,)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data reports test test-browser bench lab explore strip clean
+.PHONY: help setup data pretrain reports test test-browser bench lab explore strip clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml
 data: setup ## generate the embedded synthetic benchmark into data/datasets/synthetic
 	$(PY) -m zssbir.cli data generate synthetic
 
+pretrain: setup ## pretrain the small backbone on the synthetic_pretrain corpus (cached by content; not used by the reports)
+	$(PY) -m zssbir.training.pretrain
+
 reports: setup ## regenerate every report (notebooks in notebooks/pipeline.yml) into reports/
 	$(PY) -m zssbir.cli reports --pipeline $(PIPELINE) --readme
 
@@ -34,11 +37,12 @@ test: setup ## run every test: unit tests, and the notebook pipeline with tiny p
 test-browser: setup ## the browser tests: report pages and the live explorer in headless Chromium (screenshots in reports/screenshots/)
 	$(PY) -m pytest -q -m browser tests
 
-bench: setup ## print speed and memory figures of metrics (and retrieval) against naive baselines, and of a backbone step
+bench: setup ## print speed and memory figures of metrics (and retrieval) against naive baselines, of a backbone step, and images/s of each training stage
 	$(PY) bench/bench_metrics.py
 	$(PY) bench/bench_clustering.py
 	$(PY) bench/bench_backbones.py
 	$(PY) bench/bench_cluster_grid.py
+	$(PY) bench/bench_training.py
 
 lab: setup ## open the notebooks in JupyterLab (prints the URL to open)
 	@echo "JupyterLab: open the http://127.0.0.1:$(LAB_PORT)/lab?token=... URL it prints below (Ctrl-C stops it)"

@@ -18,7 +18,7 @@ OTHER = {"data_root": "/elsewhere", "pretrained": "w.pt", "backbone_params": {"w
          "weight_decay": 0.0, "lambda_kd": 1.0, "teacher_weights": "t.pt", "kd_temperature": 2.0, "augment": False,
          "transform": "clip", "selection": "last", "augmentation": "authors", "protocol": "authors",
          "epoch_mode": "shorter_loader", "lambda_kd_mask": 0.3, "kd_mask": "m.pickle", "validation_gallery": 100, "max_steps_per_epoch": 4, "device": "cpu", "amp": False,
-         "num_workers": 3, "unreadable_images": "skip"}
+         "num_workers": 3, "unreadable_images": "skip", "decoded_cache": True, "torch_threads": 1}
 
 
 def test_default_runs_have_short_names_and_method_defaults():

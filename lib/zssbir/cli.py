@@ -10,9 +10,13 @@ import sys
 
 
 def _cmd_data_generate(args: argparse.Namespace) -> int:
+    from .data.synthetic_pretrain import CORPORA, ensure_corpus
     from .data.tools import ensure_dataset
 
-    root = ensure_dataset(args.dataset, data_root=args.data_root, progress=True)
+    if args.dataset in CORPORA:  # a pretraining corpus (photos only), not a benchmark
+        root = ensure_corpus(args.dataset, data_root=args.data_root, progress=True)
+    else:
+        root = ensure_dataset(args.dataset, data_root=args.data_root, progress=True)
     print(f"{args.dataset} is ready at {root}")
     return 0
 
@@ -134,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="data set tools").add_subparsers(dest="action", required=True)
-    gen = data.add_parser("generate", help="generate a procedural data set (synthetic, synthetic_tiny)")
+    gen = data.add_parser("generate", help="generate a procedural data set (synthetic, synthetic_tiny) or pretraining corpus (synthetic_pretrain, synthetic_pretrain_tiny)")
     gen.add_argument("dataset")
     gen.add_argument("--data-root", default=None, help="folder holding the data sets (default: ZSSBIR_DATA)")
     gen.set_defaults(func=_cmd_data_generate)

@@ -269,14 +269,23 @@ def _dress(parts: list[Part], rng: np.random.Generator) -> tuple[list[Part], str
     return out, ", ".join(fills)
 
 
-def _program(index: int, name: str, seed: int, attempt: int) -> ClassProgram:
-    rng = np.random.default_rng([seed, _CLASS_TAG, index, attempt])
+def _program(index: int, name: str, seed: int, attempt: int, stream: int = _CLASS_TAG) -> ClassProgram:
+    rng = np.random.default_rng([seed, stream, index, attempt])
     arrangement = str(rng.choice(ARRANGEMENTS))
     parts, text, sig = _BUILDERS[arrangement](rng)
     parts, extra, sig_extra = _attach(parts, rng)
     parts, fills = _dress(_normalised(parts), rng)
     summary = f"{arrangement.replace('_', ' ')}: {text}" + (f", {extra}" if extra else "") + f"; fills: {fills}"
     return ClassProgram(index, name, arrangement, tuple(parts), summary, (arrangement, sig), sig_extra)
+
+
+def compose_program(index: int, name: str, seed: int, attempt: int = 0, *, stream: int = _CLASS_TAG) -> ClassProgram:
+    """One class program drawn from the random stream ``[seed, stream, index, attempt]``.
+
+    ``class_vocabulary`` draws the benchmark's classes from stream ``_CLASS_TAG`` (the default); other
+    generators (the pretraining corpus, ``synthetic_pretrain``) pass their own stream.
+    """
+    return _program(index, name, seed, attempt, stream)
 
 
 def class_names(n_classes: int, seed: int) -> list[str]:

@@ -119,12 +119,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=str(paths.project_root() / "docs" / "fidelity_effects"))
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--scoring-only", action="store_true",
+                        help="only the scoring choices, on the seed-0 run as it is (trained if missing)")
     args = parser.parse_args(argv)
     base = run_config("study/clusterretri.yaml", {"lambda_da": 0.1})
-    training, features = training_effects(base, args.seeds, args.device)
+    if args.scoring_only:
+        run = trained_run(dataclasses.replace(base, seed=args.seeds[0]), device=args.device, progress=False,
+                          if_code_changed="reuse")
+        training = pd.DataFrame([{"choice": name, "note": "not measured by this command (run it without --scoring-only)"}
+                                 for name in TRAINING_CHOICES])
+        features = split_features(run.model, run.config, "zero", device=args.device)
+    else:
+        training, features = training_effects(base, args.seeds, args.device)
     scoring = scoring_effects(features)
     command = "python -m zssbir.study.fidelity" + (f" --seeds {' '.join(map(str, args.seeds))}"
-                                                   if args.seeds != [0, 1, 2] else "")
+                                                   if args.seeds != [0, 1, 2] else "") + \
+        (" --scoring-only" if args.scoring_only else "")
     for path in write(training, scoring, Path(args.out), command):
         print(f"written {path}")
     print(training.round(4).to_string(index=False))

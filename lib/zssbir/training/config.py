@@ -18,7 +18,9 @@ UNREADABLE_IMAGES = ("error", "skip")  # an unreadable image stops the run (nami
 # settings that change where or how fast a run trains, not what it learns (not part of its identity; a run
 # resumes with other values). unreadable_images is one: on sound data it changes nothing, and a run that
 # met an unreadable image must resume with "skip" after an "error" stop; what it left out is recorded in the run.
-RUNTIME_FIELDS = ("device", "num_workers", "data_root", "unreadable_images")
+# decoded_cache keeps the decoded pixels, so it changes nothing; torch_threads may change the last bits of float
+# sums (as device does), not what the run is.
+RUNTIME_FIELDS = ("device", "num_workers", "data_root", "unreadable_images", "decoded_cache", "torch_threads")
 # defaults that depend on the method: a field left at None takes its method's value
 METHOD_DEFAULTS = {"clusterretri": {"lambda_da": 0.1}, "dmwa": {"lambda_da": 0.0}}
 
@@ -64,6 +66,10 @@ class TrainConfig:
     num_workers: int = 0
     unreadable_images: str = "error"    # error (stop, naming the file) | skip (leave it out with a warning; the
                                         # run records the files in unreadable_images.json and their count)
+    decoded_cache: bool = False         # decode each training and validation image once per process and keep its
+                                        # pixels in memory (zssbir.data.datasets; same results, less decoding)
+    torch_threads: int | None = None    # torch.set_num_threads during training; None = torch's default (every
+                                        # core). 1 avoids the collapse of 2 threads on 2 busy shared cores
 
     def __post_init__(self):
         if self.method not in METHOD_DEFAULTS:
@@ -84,6 +90,11 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "embed_dim", "image_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+        if not isinstance(self.decoded_cache, bool):
+            raise ValueError(f"decoded_cache must be true or false, got {self.decoded_cache!r}")
+        if self.torch_threads is not None and (isinstance(self.torch_threads, bool)
+                                               or not isinstance(self.torch_threads, int) or self.torch_threads < 1):
+            raise ValueError(f"torch_threads must be a positive int or None, got {self.torch_threads!r}")
         if not 0 < self.sketch_fraction < 1:
             raise ValueError(f"sketch_fraction must be in (0, 1), got {self.sketch_fraction}")
         if self.lambda_kd > 0 and not self.teacher_weights:

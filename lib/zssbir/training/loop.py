@@ -199,7 +199,19 @@ def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: boo
     """Train ``config`` into ``run_dir`` (default ``<runs>/train/<run name>``; it receives checkpoint.pt,
     best.pt, config.yaml, history.json). A checkpoint there is resumed (a finished run is only reloaded)
     when its settings match and the training code is the one that wrote it; when the code changed,
-    ``if_code_changed`` decides: "refuse" (an error naming the changed files), "retrain" or "reuse"."""
+    ``if_code_changed`` decides: "refuse" (an error naming the changed files), "retrain" or "reuse".
+    ``config.torch_threads`` (if set) holds torch's thread count for the call; the previous count is restored."""
+    previous = torch.get_num_threads()
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    try:
+        return _train(config, run_dir=run_dir, resume=resume, progress=progress, if_code_changed=if_code_changed)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(config: TrainConfig, *, run_dir: str | Path | None, resume: bool, progress: bool,
+           if_code_changed: str) -> TrainResult:
     if if_code_changed not in CODE_CHANGE_POLICIES:
         raise ValueError(f"if_code_changed must be one of {CODE_CHANGE_POLICIES}, got {if_code_changed!r}")
     device = resolve_device(config.device)
@@ -218,12 +230,14 @@ def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: boo
     train_tf, eval_tf = transforms_for(model, config, train=True), transforms_for(model, config, train=False)
     duplicates = config.list_duplicates
     data = {d: load_split(config.dataset, "train", d, data_root=config.data_root, transform=train_tf[d],
-                          unreadable=config.unreadable_images, duplicates=duplicates) for d in ("sketch", "photo")}
+                          unreadable=config.unreadable_images, duplicates=duplicates,
+                          cache_decoded=config.decoded_cache) for d in ("sketch", "photo")}
     val_split = "zero" if config.selection == "unseen_test" else "val"
     score_key = SELECTION_SCORES[config.selection]
     val_data = {(val_split, d): load_split(config.dataset, val_split, d, data_root=config.data_root,
                                            transform=eval_tf[d], unreadable=config.unreadable_images,
-                                           duplicates=duplicates) for d in ("sketch", "photo")}
+                                           duplicates=duplicates, cache_decoded=config.decoded_cache)
+                for d in ("sketch", "photo")}
     if config.validation_gallery and (val_split, "photo") in val_data:
         val_data[(val_split, "photo")] = subsample_per_class(val_data[(val_split, "photo")],
                                                              config.validation_gallery, config.seed)
@@ -298,6 +312,8 @@ def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: boo
 
     for ds in [*data.values(), *val_data.values()]:
         ds.mark_unreadable(unreadable)
+        if config.decoded_cache and config.num_workers:  # loader workers (forked each epoch) inherit the pixels
+            ds.fill_cache()
     if pending and rank == 0:  # the last run stopped after training this epoch, before its validation ended
         validate(start - 1, history[-1])
     if pending and world > 1:
