@@ -98,12 +98,14 @@ def test_rankings_agree_with_the_study_metrics(explorer, variant):
     index = ClusterIndex.fit(g, 2, 4)
     cluster_ap = index.evaluate(q_feats, q_labels, gl, variant=variant, preset="clusterretri",
                                 metrics=["map@all"])["map@all"]
-    _, top = search(q_feats, g, k=6, backend="torch")
+    sims, top = search(q_feats, g, k=6, backend="torch")
     for i in (0, 13, 30):
         cls = int(q_labels[i])
         query = explorer.sketch_query(cls, int(np.flatnonzero(np.flatnonzero(q_labels == cls) == i)[0]))
         shown = explorer.compare(query, M=2, K=4, variant=variant, k=6)
         assert np.array_equal(shown.exact.top, top[i])
+        assert np.allclose(shown.exact.scores, sims[i], atol=1e-5) and shown.exact.score_kind == "cosine similarity"
+        assert shown.cluster.score_kind == "distance" and np.all(np.diff(shown.cluster.scores) >= 0)
         assert np.array_equal(shown.exact.relevant, gl[top[i]] == cls)
         assert shown.exact.ap == pytest.approx(exact_ap.per_query[i])
         assert shown.cluster.ap == pytest.approx(cluster_ap.per_query[i])
@@ -139,6 +141,8 @@ def test_widgets_update_from_python(explorer):
                      bytes(app.exact_image.value), bytes(app.cluster_image.value), bytes(app.cell_image.value))
     first = shown()
     assert "updated in" in app.status.value and "K=3" in first[1]
+    assert f"cosine similarity {app.shown.exact.scores[0]:.4f}" in first[0]
+    assert f"distance {app.shown.cluster.scores[0]:.4f}" in first[1]
     app.K.value = 5
     assert "K=5" in app.cluster_text.value
     app.K.value = explorer.gallery_size + 1

@@ -110,6 +110,7 @@ class Ranking:
     ap: float                # the query's AP over the whole ranking
     first_correct: int | None  # 1-based rank of the first photo of the query's class (None: the class has none)
     n_relevant: int          # photos of the query's class in the gallery
+    score_kind: str = "cosine similarity"  # what ``scores`` hold: "cosine similarity" or "distance"
 
 
 @dataclass
@@ -261,12 +262,13 @@ class Explorer:
         top = order[:k]
         relevant = self.photo_labels[top] == label
         n_rel = int((self.photo_labels == label).sum())
+        kind = "cosine similarity" if higher_is_better else "distance"
         if not n_rel:
-            return Ranking(name, top, scores[0, top], relevant, float("nan"), None, 0)
+            return Ranking(name, top, scores[0, top], relevant, float("nan"), None, 0, kind)
         ap = evaluate(scores, [label], self.photo_labels, metrics=["map@all"], preset=self.preset,
                       **{k_: v for k_, v in kw.items() if v is not None})["map@all"].value
         first = int(rank_positions(scores, [label], self.photo_labels, **kw)[0][0])
-        return Ranking(name, top, scores[0, top], relevant, float(ap), first, n_rel)
+        return Ranking(name, top, scores[0, top], relevant, float(ap), first, n_rel, kind)
 
     def exact(self, query: Query, k: int = 8) -> Ranking:
         """Exact cosine retrieval (ties by gallery index, as the study scores it)."""

@@ -172,7 +172,8 @@ class ExplorerApp:
         for text, image, r in ((self.exact_text, self.exact_image, shown.exact),
                                (self.cluster_text, self.cluster_image, shown.cluster)):
             text.value = (f"<b>{html.escape(r.name)}</b>: AP <b>{r.ap:.3f}</b>, first {target} at rank "
-                          f"<b>{r.first_correct}</b> ({r.n_relevant} {target} photos in the gallery)")
+                          f"<b>{r.first_correct}</b> ({r.n_relevant} {target} photos in the gallery); top photo's "
+                          f"{r.score_kind} {r.scores[0]:.4f}")
             _show(image, ranking_image(self.explorer, r))
         cell = shown.cell
         where = "the query's PQ cell" if cell.own else "the nearest occupied PQ cell (the query's own holds no photo)"
