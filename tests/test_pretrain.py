@@ -59,3 +59,61 @@ def test_pretraining_is_cached_by_content_and_its_file_is_named_and_checked(isol
     with pytest.raises(FileNotFoundError, match="no pretrained backbone for these settings and code at .*; build it "
                                                 "with `python -c "):
         pt.pretrained_weights(TINY)
+
+
+def test_a_run_starts_from_the_pretraining_and_distils_from_its_frozen_teacher(isolated_dirs):
+    from zssbir.data.datasets import load_split
+    from zssbir.data.tools import ensure_dataset
+    from zssbir.models.factory import build_model
+    from zssbir.training.config import TrainConfig
+    from zssbir.training.loop import load_trained, train
+
+    out = pt.pretrain(TINY, progress=False)
+    path = str(out / "backbone.pt")
+    config = TrainConfig(dataset="synthetic_tiny", image_size=32, embed_dim=32, batch_size=12, epochs=1,
+                         max_steps_per_epoch=2, backbone_params=TINY.backbone_params, pretrained=path,
+                         teacher_weights=path, lambda_kd=1.0)
+    ensure_dataset("synthetic_tiny")
+    names = load_split("synthetic_tiny", "train", "photo", check_files=False).class_names
+    model = build_model(config, names).eval()
+    head = torch.load(out / "head.pt", weights_only=True)
+    student = model.backbone.state_dict()
+    assert all(torch.equal(student[k], v) for k, v in _weights(out).items())
+    assert torch.equal(student["imagenet_head.weight"], head["weight"]) and len(head["weight"]) == 12  # corpus classes
+    images = torch.randn(5, 3, 32, 32)
+    assert torch.allclose(model.backbone(images).logits_imagenet, model.teacher(images), atol=1e-5)
+    teacher_before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+
+    run = train(config, run_dir=isolated_dirs / "run", progress=False)
+    assert run.history[-1]["loss_kd"] > 0, run.history[-1]
+    assert all(torch.equal(run.model.teacher.state_dict()[k], v) for k, v in teacher_before.items()), "teacher moved"
+    assert not all(torch.equal(run.model.backbone.state_dict()[k], student[k]) for k in student), "student did not"
+    # a trained run is evaluated without the pretraining files (its checkpoint holds the student)
+    for name in ("backbone.pt", "head.pt"):
+        (out / name).unlink()
+    evaluated, _ = load_trained(isolated_dirs / "run")
+    assert getattr(evaluated.backbone, "imagenet_head") is None
+    assert torch.allclose(evaluated.embed(images, torch.zeros(5, dtype=torch.long)),
+                          run.model.eval().embed(images, torch.zeros(5, dtype=torch.long)), atol=1e-5)
+
+
+def test_pretrained_weights_by_name_and_their_misuse_are_explained(isolated_dirs, tmp_path):
+    from zssbir.models.factory import build_model
+    from zssbir.training.config import TrainConfig
+
+    with pytest.raises(FileNotFoundError, match="build both with `make pretrain`"):
+        build_model(TrainConfig(dataset="synthetic_tiny", pretrained="pretrain"), ["a", "b"])
+    with pytest.raises(ValueError, match="'pretrain' names the small backbone's pretraining"):
+        TrainConfig(backbone="clip:ViT-B-32", pretrained="pretrain")
+    with pytest.raises(ValueError, match="set pretrained and teacher_weights to the same weights"):
+        TrainConfig(lambda_kd=1.0, teacher_weights="pretrain")
+    out = pt.pretrain(TINY, progress=False)
+    with pytest.raises(ValueError, match="does not fit this small backbone .*use the backbone settings it was saved"):
+        build_backbone("small", embed_dim=48, image_size=32, pretrained=str(out / "backbone.pt"),
+                       **TINY.backbone_params)
+    lone = tmp_path / "lone" / "backbone.pt"
+    lone.parent.mkdir()
+    lone.write_bytes((out / "backbone.pt").read_bytes())
+    with pytest.raises(FileNotFoundError, match="head.pt is missing: .*rebuild both with `make pretrain`"):
+        build_backbone("small", embed_dim=32, image_size=32, pretrained=str(lone), imagenet_head=True,
+                       **TINY.backbone_params)

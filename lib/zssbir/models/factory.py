@@ -24,13 +24,13 @@ def build_model(config: TrainConfig, class_names: Sequence[str], *, for_training
         if config.method_params:
             raise ValueError(f"clusterretri takes no method_params, got {sorted(config.method_params)}; "
                              "its options are lambda_da, lambda_kd, teacher_weights, kd_temperature")
+        # the small backbone's distillation head is training-only (its size comes from the teacher's file)
+        head = config.lambda_kd > 0 and (for_training or config.backbone != "small")
         backbone = _backbone(config, weights=for_training or config.backbone.startswith("clip:"),
-                             **({"imagenet_head": True} if config.lambda_kd > 0 else {}))
+                             **({"imagenet_head": True} if head else {}))
         teacher = class_mask = None
         if config.lambda_kd > 0 and for_training:
-            from .cse_resnet import build_imagenet_teacher
-
-            teacher = build_imagenet_teacher(config.teacher_weights)
+            teacher = _teacher(config)
         if config.lambda_kd_mask > 0 and for_training:
             from .class_mask import load_class_mask
 
@@ -56,14 +56,29 @@ def build_model(config: TrainConfig, class_names: Sequence[str], *, for_training
     raise AssertionError("unreachable")
 
 
+def _teacher(config: TrainConfig) -> nn.Module:
+    """SAKE's frozen teacher: the pretrained small backbone with its corpus-class head, or the ImageNet SE-ResNet50."""
+    from ..training.pretrain import resolve_weights
+
+    if config.backbone == "small":
+        from .small import build_small_teacher
+
+        return build_small_teacher(resolve_weights(config.teacher_weights), embed_dim=config.embed_dim,
+                                   image_size=config.image_size, **config.backbone_params)
+    from .cse_resnet import build_imagenet_teacher
+
+    return build_imagenet_teacher(resolve_weights(config.teacher_weights))
+
+
 def _backbone(config: TrainConfig, weights: bool = True, **extra) -> nn.Module:
     """The configured backbone, with its ``pretrained`` weights unless ``weights`` is False (a trained run's
     checkpoint holds them). open_clip towers keep their native input size (``config.image_size`` is for
     the others): forcing e.g. 64 px on a 224 px CLIP would interpolate its position embeddings silently."""
+    from ..training.pretrain import resolve_weights
     from .backbones import build_backbone
 
     size = None if config.backbone.startswith("clip:") else config.image_size
-    return build_backbone(config.backbone, embed_dim=config.embed_dim, pretrained=config.pretrained if weights else None,
+    return build_backbone(config.backbone, embed_dim=config.embed_dim, pretrained=resolve_weights(config.pretrained) if weights else None,
                           image_size=size,
                           **dict(config.backbone_params, **extra))
 

@@ -21,8 +21,16 @@ Cost: forward + backward of 64 images at 64 px is about 21 GFLOP and took 0.12 s
 
 The domain tag is ignored unless ``domain_embedding=True``, which adds a learned (zero-initialised)
 per-domain vector to the CLS token.
+
+Pretrained start (issue 13, the miniature of ImageNet): ``pretrained`` is a ``backbone.pt`` of
+``zssbir.training.pretrain`` (classification of a corpus of classes no benchmark uses). With
+``imagenet_head=True`` the backbone also gives ``logits_imagenet`` over the corpus classes from a linear head
+initialised with the pretraining's ``head.pt`` (next to ``backbone.pt``), the student side of SAKE's
+distillation; ``build_small_teacher`` is the frozen teacher (backbone + head as pretrained).
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +53,8 @@ class SmallBackbone(nn.Module):
 
     def __init__(self, embed_dim: int = 512, image_size: int = 64, width: int = 128, depth: int = 2,
                  heads: int = 4, stem_channels: tuple[int, ...] = (32, 64), pool: str = "cls+mean",
-                 mlp_ratio: float = 2.0, dropout: float = 0.0, domain_embedding: bool = False):
+                 mlp_ratio: float = 2.0, dropout: float = 0.0, domain_embedding: bool = False,
+                 teacher_classes: int = 0):
         super().__init__()
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
@@ -67,6 +76,8 @@ class SmallBackbone(nn.Module):
         self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width)
         self.proj = nn.Linear(width, embed_dim)
+        # the student's head over the pretraining corpus's classes (SAKE's distillation), when asked for
+        self.imagenet_head = nn.Linear(embed_dim, teacher_classes) if teacher_classes else None
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if self.domain_embed is not None:
@@ -98,19 +109,73 @@ class SmallBackbone(nn.Module):
             pooled = tokens.mean(dim=1)
         else:
             pooled = 0.5 * (cls_out + tokens.mean(dim=1))
-        return BackboneOutput(embedding=self.proj(pooled), tokens=tokens)
+        embedding = self.proj(pooled)
+        logits = self.imagenet_head(embedding) if self.imagenet_head is not None else None
+        return BackboneOutput(embedding=embedding, tokens=tokens, logits_imagenet=logits)
+
+
+class SmallTeacher(nn.Module):
+    """The frozen pretrained small backbone and its corpus-class head: ``forward(images) -> logits``."""
+
+    def __init__(self, backbone: SmallBackbone, head: nn.Linear):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+        self.requires_grad_(False).eval()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images).embedding)
+
+
+def _head_file(pretrained: str) -> dict[str, torch.Tensor]:
+    from .weights import read_state_dict
+
+    path = Path(pretrained).with_name("head.pt")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: distillation from the small pretrained backbone needs the "
+                                "pretraining's head.pt next to its backbone.pt; rebuild both with `make pretrain`")
+    head = read_state_dict(path)
+    if set(head) != {"weight", "bias"} or head["weight"].ndim != 2:
+        raise ValueError(f"{path} is not a linear head's state dict (weight [classes, dim], bias)")
+    return head
 
 
 def build_small(*, embed_dim: int = 512, pretrained: str | None = None, image_size: int | None = None,
                 width: int = 128, depth: int = 2, heads: int = 4, stem_channels: tuple[int, ...] = (32, 64),
                 pool: str = "cls+mean", mlp_ratio: float = 2.0, dropout: float = 0.0,
-                domain_embedding: bool = False) -> SmallBackbone:
-    """The "small" backbone (random init; ``pretrained`` may only be a file saved from this backbone)."""
+                domain_embedding: bool = False, imagenet_head: bool = False) -> SmallBackbone:
+    """The "small" backbone (random init; ``pretrained`` may only be a file saved from this backbone).
+    ``imagenet_head=True`` needs ``pretrained``: the head starts as the pretraining's (see the module docstring)."""
+    head = None
+    if imagenet_head:
+        if pretrained is None:
+            raise ValueError("the small backbone's distillation head (lambda_kd > 0) starts from the pretraining's "
+                             "head: set pretrained (e.g. pretrained: pretrain, built by `make pretrain`)")
+        head = _head_file(pretrained)
     model = SmallBackbone(embed_dim=embed_dim, image_size=image_size or 64, width=width, depth=depth, heads=heads,
                           stem_channels=tuple(stem_channels), pool=pool, mlp_ratio=mlp_ratio, dropout=dropout,
-                          domain_embedding=domain_embedding)
+                          domain_embedding=domain_embedding, teacher_classes=len(head["weight"]) if head else 0)
     if pretrained is not None:
         from .weights import read_state_dict
 
-        model.load_state_dict(read_state_dict(pretrained))
+        state = read_state_dict(pretrained)
+        if head is not None:
+            state.update({f"imagenet_head.{k}": v for k, v in head.items()})
+        fit = "use the backbone settings it was saved with (embed_dim, width, depth, ...) or rebuild it"
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # a tensor of another shape
+            raise ValueError(f"{pretrained} does not fit this small backbone ({str(err).splitlines()[-1].strip()}); "
+                             f"{fit}") from None
+        if missing or unexpected:
+            raise ValueError(f"{pretrained} does not fit this small backbone (missing {sorted(missing)[:4]}, "
+                             f"unexpected {sorted(unexpected)[:4]}); {fit}")
     return model
+
+
+def build_small_teacher(pretrained: str, **backbone_kwargs) -> SmallTeacher:
+    """SAKE's frozen teacher on the miniature: the pretrained ``backbone.pt`` and its ``head.pt``."""
+    backbone = build_small(pretrained=pretrained, **backbone_kwargs)
+    head = _head_file(pretrained)
+    linear = nn.Linear(head["weight"].shape[1], head["weight"].shape[0])
+    linear.load_state_dict(head)
+    return SmallTeacher(backbone, linear)

@@ -31,7 +31,8 @@ class TrainConfig:
     dataset: str = "synthetic"          # dataset id (zssbir.data.benchmarks)
     data_root: str | None = None        # folder of the data sets; None = ZSSBIR_DATA / data/datasets
     backbone: str = "small"             # small | cse_resnet50 | clip:<open_clip model>
-    pretrained: str | None = None       # open_clip tag or local checkpoint path; None = random init
+    pretrained: str | None = None       # open_clip tag or local checkpoint path; None = random init; "pretrain":
+                                        # the small backbone's weights from `make pretrain` (training.pretrain)
     backbone_params: dict = field(default_factory=dict)  # backbone-specific options (e.g. width, train_mode)
     embed_dim: int = 512                # retrieval embedding width D
     image_size: int = 64                # input side in pixels (open_clip towers use their own)
@@ -44,7 +45,8 @@ class TrainConfig:
     lambda_da: float | None = None      # weight of ClusterRetri's distribution alignment loss; None = the
                                         # method's default (METHOD_DEFAULTS: 0.1 for clusterretri, 0 for dmwa)
     lambda_kd: float = 0.0              # weight of SAKE distillation (needs teacher_weights)
-    teacher_weights: str | None = None  # ImageNet SE-ResNet50 checkpoint for SAKE distillation
+    teacher_weights: str | None = None  # SAKE's teacher: an ImageNet SE-ResNet50 checkpoint; for the small backbone
+                                        # "pretrain" (its pretraining, with the corpus-class head)
     kd_temperature: float = 1.0
     augment: bool = True                # training augmentation on (see augmentation)
     augmentation: str = "study"         # study | authors (SAKE's random_transform; zssbir.data.transforms)
@@ -98,7 +100,16 @@ class TrainConfig:
         if not 0 < self.sketch_fraction < 1:
             raise ValueError(f"sketch_fraction must be in (0, 1), got {self.sketch_fraction}")
         if self.lambda_kd > 0 and not self.teacher_weights:
-            raise ValueError("lambda_kd > 0 needs teacher_weights: a local ImageNet SE-ResNet50 checkpoint")
+            raise ValueError("lambda_kd > 0 needs teacher_weights: a local ImageNet SE-ResNet50 checkpoint, or "
+                             "'pretrain' for the small backbone (built by `make pretrain`)")
+        for name in ("pretrained", "teacher_weights"):
+            if getattr(self, name) == "pretrain" and self.backbone != "small":
+                raise ValueError(f"{name}: 'pretrain' names the small backbone's pretraining (make pretrain); the "
+                                 f"{self.backbone} backbone needs its own weights file")
+        if self.lambda_kd > 0 and self.backbone == "small" and not (self.pretrained and self.teacher_weights ==
+                                                                     self.pretrained):
+            raise ValueError("SAKE's distillation on the small backbone starts the student from its teacher: set "
+                             "pretrained and teacher_weights to the same weights (e.g. both 'pretrain')")
 
     @property
     def list_duplicates(self) -> str:

@@ -379,5 +379,7 @@ def load_trained(run_dir: str | Path, which: str = "best", device: str = "auto")
     seen = load_split(config.dataset, "train", "photo", data_root=config.data_root, check_files=False)
     model = build_model(config, seen.class_names, for_training=False)  # no teacher, mask or ImageNet file needed
     training_only = ("teacher.", "class_mask")
+    if getattr(model.backbone, "imagenet_head", None) is None:  # the small backbone's distillation head
+        training_only += ("backbone.imagenet_head.",)
     model.load_state_dict({k: v for k, v in state["model"].items() if not k.startswith(training_only)})
     return model.to(resolve_device(device)).eval(), config

@@ -2,16 +2,22 @@
 
 Classification of the corpus's photos (``data.synthetic_pretrain``: classes disjoint from every benchmark class)
 with the small backbone and a linear head on its embedding, cross-entropy, the study's image-side augmentation
-(``data.transforms``, photo side), Adam with ClusterRetri's geometric schedule. Not used by any method yet: no
-default, notebook or report reads it.
+(``data.transforms``, photo side), Adam with ClusterRetri's geometric schedule. Runs use it when their config says
+``pretrained: pretrain`` (and ``teacher_weights: pretrain`` for the distillation).
 
 - cached by content: the output folder ``<runs>/pretrain/<key>`` is named by a digest of the settings (runtime
   ones aside), the corpus's manifest config and the benchmarks it avoids, and the code that trains it
   (``PRETRAIN_CODE``); a finished folder is only reopened;
 - resumable: a checkpoint after every epoch (model, optimiser, RNG, history), written atomically; epoch e draws its
   batches from seed + e, so a resumed run ends with the weights of an uninterrupted one;
-- outputs: ``backbone.pt`` (the backbone's state dict, what ``build_backbone("small", pretrained=...)`` reads) and
-  ``pretrain.json`` (settings, key, history, the file's sha256 and the command that rebuilds it).
+- outputs: ``backbone.pt`` (the backbone's state dict, what ``build_backbone("small", pretrained=...)`` reads),
+  ``head.pt`` (the corpus-class head: with the backbone, the frozen teacher of SAKE's distillation,
+  ``models.small.build_small_teacher``) and ``pretrain.json`` (settings, key, history, the files' sha256 and the
+  command that rebuilds them).
+
+A run config names these weights by the value ``"pretrain"`` (``PRETRAINED_MINIATURE``) in ``pretrained`` and
+``teacher_weights``: ``resolve_weights`` turns it into the file of the default settings, or says which command
+builds it.
 
     python -m zssbir.training.pretrain                       # = make pretrain (the default corpus and settings)
     python -m zssbir.training.pretrain --corpus synthetic_pretrain_tiny --epochs 1
@@ -44,6 +50,7 @@ from ..runtime import seed_everything
 PRETRAIN_CODE = ("training/pretrain.py", "models/small.py", "models/backbones.py", "data/transforms.py",
                  "data/datasets.py", "data/samplers.py", "data/synthetic_pretrain.py", "data/synthetic_classes.py",
                  "data/drawing.py", "data/drawing_photo.py")
+PRETRAINED_MINIATURE = "pretrain"  # a config's name for the weights of `make pretrain` (default settings)
 RUNTIME = ("data_root", "num_workers", "decoded_cache", "torch_threads")  # how fast, not what is learned
 
 
@@ -146,6 +153,14 @@ def pretrained_weights(settings: PretrainSettings | None = None) -> Path:
     return path
 
 
+def resolve_weights(value: str | None) -> str | None:
+    """A config's ``pretrained`` / ``teacher_weights`` value as a file: ``"pretrain"`` is the ``backbone.pt`` of
+    the default pretraining (FileNotFoundError naming ``make pretrain`` when it is missing); others pass through."""
+    if value != PRETRAINED_MINIATURE:
+        return value
+    return str(pretrained_weights())
+
+
 def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -182,7 +197,7 @@ def _pretrain(settings: PretrainSettings, progress: bool) -> Path:
     root = ensure_corpus(settings.corpus, data_root=settings.data_root, progress=progress)
     key = content_key(settings, load_manifest(root))
     out = output_dir(settings, key)
-    if (out / "backbone.pt").is_file() and (out / "pretrain.json").is_file():
+    if all((out / name).is_file() for name in ("backbone.pt", "head.pt", "pretrain.json")):
         return out
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(settings.seed)
@@ -240,9 +255,11 @@ def _pretrain(settings: PretrainSettings, progress: bool) -> Path:
             print(f"pretrain epoch {epoch + 1}/{settings.epochs}: loss {record['loss']:.3f}, "
                   f"val top-1 {record['val_top1']:.3f} ({record['seconds']:.0f} s)")
     _atomic_save(model.backbone.state_dict(), out / "backbone.pt")
+    _atomic_save(model.head.state_dict(), out / "head.pt")
     info = {"key": key, "settings": settings.to_dict(), "corpus": load_manifest(root)["config"],
             "classes": len(data.class_names), "history": history, "code": code_digest(),
-            "backbone_sha256": _sha256(out / "backbone.pt"), "command": build_command(settings),
+            "backbone_sha256": _sha256(out / "backbone.pt"), "head_sha256": _sha256(out / "head.pt"),
+            "backbone_params": settings.backbone_params, "command": build_command(settings),
             "loads_with": f"build_backbone('small', image_size={settings.image_size}, embed_dim={settings.embed_dim}, "
                           f"pretrained='{out / 'backbone.pt'}')"}
     (out / "pretrain.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
