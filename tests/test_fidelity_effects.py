@@ -37,3 +37,28 @@ def test_scoring_effects_and_the_written_report(tmp_path):
     text = written[1].read_text()
     assert "Written by `python -m zssbir.study.fidelity`" in text and "| augmentation |" in text
     assert pytest.approx(scoring["spread"].iloc[2]) == data["scoring"][2]["spread"]
+
+
+def test_the_fidelity_table_quotes_the_measured_file():
+    """docs/fidelity.md copies its effect figures from docs/fidelity_effects.json: they must agree."""
+    import json
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    data = json.loads((docs / "fidelity_effects.json").read_text())
+    table = (docs / "fidelity.md").read_text()
+    rows = {r["choice"]: r for r in data["training"]}
+    for choice, line_start in (("augmentation", "| 4 |"), ("selection", "| 8 |")):
+        r = rows[choice]
+        line = next(line for line in table.splitlines() if line.startswith(line_start))
+        assert f"{r['difference']:+.3f} mAP@all" in line and f"{r['ci_low']:+.3f} to {r['ci_high']:+.3f}" in line, line
+    scoring = {r["choice"]: r for r in data["scoring"]}
+    line = next(line for line in table.splitlines() if line.startswith("| 5 |"))
+    for M in (1, 2):
+        r = next(v for k, v in scoring.items() if k.startswith(f"k-means seed (M={M},"))
+        assert f"{r['low']:.3f}-{r['high']:.3f} at M = {M}" in line, line
+    for prefix, line_start in (("ties at M=1", "| 6 |"), ("Sem-PCYC AP", "| 10 |")):
+        r = next(v for k, v in scoring.items() if k.startswith(prefix))
+        line = next(line for line in table.splitlines() if line.startswith(line_start))
+        assert f"{r['spread']:+.3f} mAP@all ({r['high']:.3f} vs {r['low']:.3f})" in line, line
+    assert data["commit"][:7] in table
