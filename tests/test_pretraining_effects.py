@@ -32,11 +32,19 @@ def test_pretrained_and_scratch_runs_are_paired_over_seeds(tiny_pretrained, tmp_
     assert len(runs) == 8 and set(runs["start"]) == {"scratch", "pretrained"}
     pretrained_runs = runs[runs.start == "pretrained"]
     assert pretrained_runs.run.str.contains("_p").all() and runs.run.nunique() == 8
-    for lambda_da, row in effects.set_index("lambda_da").iterrows():
-        part = runs[runs.lambda_da == lambda_da].pivot(index="seed", columns="start", values="map@all")
+    assert len(effects) == 4
+    for _, row in effects.iterrows():
         assert row["n"] == 2
-        assert row["difference"] == pytest.approx(float((part.pretrained - part.scratch).mean()))
-        assert row["mean_scratch"] == pytest.approx(float(part.scratch.mean()))
+    table = runs.pivot_table(index="seed", columns=["start", "lambda_da"], values="map@all")
+    rows = effects.set_index("comparison")
+    for lda in (0.0, 0.1):
+        expected = (table[("pretrained", lda)] - table[("scratch", lda)]).mean()
+        assert rows.loc[f"pretrained - scratch (L_DA {lda:g})", "difference"] == pytest.approx(expected)
+        assert rows.loc[f"pretrained - scratch (L_DA {lda:g})", "mean_without"] == pytest.approx(
+            table[("scratch", lda)].mean())
+    for start in ("scratch", "pretrained"):
+        expected = (table[(start, 0.1)] - table[(start, 0.0)]).mean()
+        assert rows.loc[f"L_DA 0.1 - none ({start})", "difference"] == pytest.approx(expected)
     history = json.loads((tiny_pretrained / "pretrain.json").read_text())["history"]
     paths = pretraining.write(history, zero, runs, effects, tmp_path / "effects", "cmd", "retrain")
     data = json.loads(paths[0].read_text())
@@ -56,3 +64,21 @@ def test_the_pretrained_start_is_the_pretrainings_backbone(tiny_pretrained):
     assert all(torch.equal(model.backbone.state_dict()[k], v) for k, v in saved.items())
     assert not np.allclose(build_model(TrainConfig(**{**config.to_dict(), "pretrained": None}), ["a", "b"])
                            .backbone.proj.weight.detach(), saved["proj.weight"])
+
+
+def test_the_readme_quotes_the_measured_pretraining_file():
+    """README's pretraining paragraph copies its figures from docs/pretraining_effects.json: they must agree."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    data = json.loads((root / "docs" / "pretraining_effects.json").read_text())
+    readme = (root / "README.md").read_text()
+    zero = data["zero_shot_map@all"]
+    assert f"mAP@all {zero['pretrained']:.3f} (a random one:\n  {zero['random']:.3f}" in readme
+    rows = {r["comparison"]: r for r in data["effects"]}
+    base = rows["pretrained - scratch (L_DA 0)"]
+    assert (f"reach {base['mean_with']:.3f} from the pretrained start against {base['mean_without']:.3f} from scratch "
+            f"({base['difference']:+.3f}, 95 %\n  CI {base['ci_low']:+.3f} to {base['ci_high']:+.3f}") in readme
+    for start in ("scratch", "pretrained"):
+        r = rows[f"L_DA 0.1 - none ({start})"]
+        assert f"{r['difference']:+.3f}, CI {r['ci_low']:+.3f} to {r['ci_high']:+.3f}" in readme.replace("\n  ", " ")
