@@ -24,6 +24,10 @@ def build_model(config: TrainConfig, class_names: Sequence[str], *, for_training
         if config.method_params:
             raise ValueError(f"clusterretri takes no method_params, got {sorted(config.method_params)}; "
                              "its options are lambda_da, lambda_kd, teacher_weights, kd_temperature")
+        if config.lambda_kd > 0 and for_training and config.backbone == "small" and \
+                config.pretrained != config.teacher_weights:
+            raise ValueError("SAKE's distillation on the small backbone starts the student from its teacher: set "
+                             "pretrained and teacher_weights to the same weights (e.g. both 'pretrain')")
         # the small backbone's distillation head is training-only (its size comes from the teacher's file)
         head = config.lambda_kd > 0 and (for_training or config.backbone != "small")
         backbone = _backbone(config, weights=for_training or config.backbone.startswith("clip:"),
@@ -62,6 +66,7 @@ def _teacher(config: TrainConfig) -> nn.Module:
 
     if config.backbone == "small":
         from .small import build_small_teacher
+
 
         return build_small_teacher(resolve_weights(config.teacher_weights), embed_dim=config.embed_dim,
                                    image_size=config.image_size, **config.backbone_params)

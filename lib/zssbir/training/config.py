@@ -106,10 +106,6 @@ class TrainConfig:
             if getattr(self, name) == "pretrain" and self.backbone != "small":
                 raise ValueError(f"{name}: 'pretrain' names the small backbone's pretraining (make pretrain); the "
                                  f"{self.backbone} backbone needs its own weights file")
-        if self.lambda_kd > 0 and self.backbone == "small" and not (self.pretrained and self.teacher_weights ==
-                                                                     self.pretrained):
-            raise ValueError("SAKE's distillation on the small backbone starts the student from its teacher: set "
-                             "pretrained and teacher_weights to the same weights (e.g. both 'pretrain')")
 
     @property
     def list_duplicates(self) -> str:
