@@ -79,6 +79,9 @@ def test_the_readme_quotes_the_measured_pretraining_file():
     base = rows["pretrained - scratch (L_DA 0)"]
     assert (f"reach {base['mean_with']:.3f} from the pretrained start against {base['mean_without']:.3f} from scratch "
             f"({base['difference']:+.3f}, 95 %\n  CI {base['ci_low']:+.3f} to {base['ci_high']:+.3f}") in readme
+    r = rows["pretrained - scratch (L_DA 0.1)"]
+    assert (f"with L_DA the pretrained start gains {r['difference']:+.3f} (CI {r['ci_low']:+.3f} to "
+            f"{r['ci_high']:+.3f})") in readme.replace("\n  ", " ")
     for start in ("scratch", "pretrained"):
         r = rows[f"L_DA 0.1 - none ({start})"]
         assert f"{r['difference']:+.3f}, CI {r['ci_low']:+.3f} to {r['ci_high']:+.3f}" in readme.replace("\n  ", " ")
