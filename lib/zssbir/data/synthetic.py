@@ -26,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -241,12 +241,18 @@ def generate(root: str | Path, config: SyntheticConfig, *, progress: bool = Fals
     if not isinstance(config, SyntheticConfig):
         raise ValueError(f"config must be a SyntheticConfig, got {type(config).__name__}")
     _check_int("workers", workers, 1, 256)
+    return write_atomically(root, lambda tmp: _write_dataset(tmp, config, progress, workers))
+
+
+def write_atomically(root: str | Path, write: Callable[[Path], dict]) -> dict:
+    """``write(folder)`` into a hidden sibling folder of ``root``, renamed into place at the end (replacing
+    ``root``); an interruption leaves ``root`` as it was. Returns what ``write`` returns (the manifest)."""
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
     try:
         os.chmod(tmp, 0o755)
-        manifest = _write_dataset(tmp, config, progress, workers)
+        manifest = write(tmp)
         _replace_dir(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -254,12 +260,17 @@ def generate(root: str | Path, config: SyntheticConfig, *, progress: bool = Fals
     return manifest
 
 
-def load_manifest(root: str | Path) -> dict | None:
-    """The ``generator.json`` of a data set, or None if missing or unreadable."""
+def read_json(path: str | Path) -> dict | None:
+    """A JSON file's content, or None if missing or unreadable."""
     try:
-        return json.loads((Path(root) / MANIFEST).read_text(encoding="utf-8"))
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def load_manifest(root: str | Path) -> dict | None:
+    """The ``generator.json`` of a data set, or None if missing or unreadable."""
+    return read_json(Path(root) / MANIFEST)
 
 
 def _is_current(root: Path, config: SyntheticConfig) -> bool:

@@ -23,9 +23,6 @@ registered benchmarks) gives the same bytes on disk, whatever ``workers``.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from multiprocessing import get_all_start_methods, get_context
@@ -39,7 +36,8 @@ from . import drawing, drawing_photo
 from .benchmarks import BENCHMARKS
 from .datasets import ListDataset, MissingDataError, SplitInfo
 from .lists import Entry, read_class_ids, read_list, write_class_ids, write_list
-from .synthetic import JPEG_QUALITY, MAX_SIZE, MIN_SIZE, SyntheticConfig, _lock, _progress, _replace_dir
+from .synthetic import (JPEG_QUALITY, MAX_SIZE, MIN_SIZE, SyntheticConfig, _lock, _progress, read_json,
+                        write_atomically)
 from .synthetic_classes import ClassProgram, class_vocabulary, compose_program
 
 __all__ = ["PretrainConfig", "CORPORA", "SharedClassesError", "benchmark_programs", "check_disjoint",
@@ -225,24 +223,12 @@ def generate_corpus(root: str | Path, config: PretrainConfig, *, programs: Seque
     if len({p.name for p in programs}) != len(programs) or len({p.signature for p in programs}) != len(programs):
         raise ValueError("the corpus's class programs must have distinct names and distinct structures")
     check_disjoint(programs)
-    root = Path(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
-    try:
-        os.chmod(tmp, 0o755)
-        manifest = _write_corpus(tmp, config, programs, progress, workers)
-        _replace_dir(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return manifest
+    return write_atomically(root, lambda tmp: _write_corpus(tmp, config, programs, progress, workers))
 
 
 def load_manifest(root: str | Path) -> dict | None:
-    try:
-        return json.loads((Path(root) / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    """The ``corpus.json`` of a corpus, or None if missing or unreadable."""
+    return read_json(Path(root) / MANIFEST)
 
 
 def _is_current(root: Path, config: PretrainConfig) -> bool:
