@@ -5,6 +5,7 @@ import os
 import platform
 import random
 import subprocess
+from contextlib import contextmanager
 from importlib import metadata
 
 import numpy as np
@@ -26,6 +27,18 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return make_generator(seed)
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Hold torch's intra-op thread count at ``n`` inside the block (None: leave it); the previous count is restored."""
+    previous = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def make_generator(seed: int) -> torch.Generator:

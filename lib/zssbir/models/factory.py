@@ -67,7 +67,6 @@ def _teacher(config: TrainConfig) -> nn.Module:
     if config.backbone == "small":
         from .small import build_small_teacher
 
-
         return build_small_teacher(resolve_weights(config.teacher_weights), embed_dim=config.embed_dim,
                                    image_size=config.image_size, **config.backbone_params)
     from .cse_resnet import build_imagenet_teacher
@@ -83,8 +82,8 @@ def _backbone(config: TrainConfig, weights: bool = True, **extra) -> nn.Module:
     from .backbones import build_backbone
 
     size = None if config.backbone.startswith("clip:") else config.image_size
-    return build_backbone(config.backbone, embed_dim=config.embed_dim, pretrained=resolve_weights(config.pretrained) if weights else None,
-                          image_size=size,
+    pretrained = resolve_weights(config.pretrained) if weights else None
+    return build_backbone(config.backbone, embed_dim=config.embed_dim, pretrained=pretrained, image_size=size,
                           **dict(config.backbone_params, **extra))
 
 

@@ -36,7 +36,7 @@ from ..data.quadruplets import quadruplet_batches
 from ..data.samplers import RANK_SEED_STEP, SeededShuffleSampler, make_loader
 from ..data.tools import ensure_dataset
 from ..models.factory import build_model, transforms_for
-from ..runtime import amp_dtype, init_distributed, resolve_device, seed_everything
+from ..runtime import amp_dtype, init_distributed, resolve_device, seed_everything, torch_threads
 
 SELECTION_METRIC = {"metric": "map@all", "ap": "voc", "average": "query", "ties": "stable"}
 
@@ -201,13 +201,8 @@ def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: boo
     when its settings match and the training code is the one that wrote it; when the code changed,
     ``if_code_changed`` decides: "refuse" (an error naming the changed files), "retrain" or "reuse".
     ``config.torch_threads`` (if set) holds torch's thread count for the call; the previous count is restored."""
-    previous = torch.get_num_threads()
-    if config.torch_threads:
-        torch.set_num_threads(config.torch_threads)
-    try:
+    with torch_threads(config.torch_threads):
         return _train(config, run_dir=run_dir, resume=resume, progress=progress, if_code_changed=if_code_changed)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _train(config: TrainConfig, *, run_dir: str | Path | None, resume: bool, progress: bool,

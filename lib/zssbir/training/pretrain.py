@@ -44,7 +44,7 @@ from ..data.synthetic_pretrain import CORPORA, corpus_root, ensure_corpus, load_
 from ..data.samplers import make_loader
 from ..data.transforms import build_transform
 from ..models.backbones import build_backbone
-from ..runtime import seed_everything
+from ..runtime import seed_everything, torch_threads
 
 # the files whose content decides the weights (relative to the package); a change gives a new key
 PRETRAIN_CODE = ("training/pretrain.py", "models/small.py", "models/backbones.py", "data/transforms.py",
@@ -184,13 +184,8 @@ def _accuracy(model: nn.Module, dataset, batch: int) -> float:
 def pretrain(settings: PretrainSettings | None = None, *, progress: bool = True) -> Path:
     """Pretrain (or resume, or only reopen) and return the folder holding ``backbone.pt`` and ``pretrain.json``."""
     settings = settings or PretrainSettings()
-    previous = torch.get_num_threads()
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
-    try:
+    with torch_threads(settings.torch_threads):
         return _pretrain(settings, progress)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _pretrain(settings: PretrainSettings, progress: bool) -> Path:
