@@ -23,12 +23,11 @@ import pandas as pd
 from .. import paths
 from ..data.datasets import load_split
 from ..eval.cluster_retrieval import DEFAULT_SEED, evaluate_clustered
-from ..eval.exact_search import evaluate_features
 from ..runtime import git_commit
 from ..training.config import TrainConfig
 from .findings import paired, verdict
 from .runs import run_config, trained_run
-from .scoring import split_features
+from .scoring import split_features, unseen_map_all
 
 TRAINING_CHOICES = {"augmentation": ("study", "authors"), "selection": ("seen_val", "seen_val_top1"),
                     "epoch_mode": ("photos", "shorter_loader")}
@@ -45,9 +44,7 @@ def epoch_steps(config: TrainConfig) -> dict[str, int]:
 
 def _map_all(config: TrainConfig, device: str) -> tuple[float, dict]:
     run = trained_run(config, device=device, progress=False, if_code_changed="retrain")
-    feats = split_features(run.model, run.config, "zero", device=device)
-    (q, ql), (g, gl) = feats["sketch"], feats["photo"]
-    return evaluate_features(q, g, ql, gl, preset="clusterretri")["map@all"].value, feats
+    return unseen_map_all(run.model, run.config, device)
 
 
 def training_effects(base: TrainConfig, seeds: list[int], device: str = "auto") -> tuple[pd.DataFrame, dict]:

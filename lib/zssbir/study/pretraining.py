@@ -20,7 +20,6 @@ from pathlib import Path
 import pandas as pd
 
 from .. import paths
-from ..eval.exact_search import evaluate_features
 from ..models.factory import build_model
 from ..runtime import git_commit
 from ..training.config import TrainConfig
@@ -28,16 +27,10 @@ from ..training.identity import CODE_CHANGE_POLICIES
 from ..training.pretrain import PRETRAINED_MINIATURE, PretrainSettings, pretrain
 from .findings import paired, verdict
 from .runs import run_config, trained_run
-from .scoring import split_features
+from .scoring import unseen_map_all
 
 PRETRAINED = {"pretrained": PRETRAINED_MINIATURE, "teacher_weights": PRETRAINED_MINIATURE, "lambda_kd": 1.0}
 LAMBDAS = (0.0, 0.1)
-
-
-def _map_all(model, config: TrainConfig, device: str) -> float:
-    feats = split_features(model, config, "zero", device=device)
-    (q, ql), (g, gl) = feats["sketch"], feats["photo"]
-    return float(evaluate_features(q, g, ql, gl, preset="clusterretri")["map@all"].value)
 
 
 def zero_shot(base: TrainConfig, device: str = "auto") -> dict[str, float]:
@@ -50,7 +43,7 @@ def zero_shot(base: TrainConfig, device: str = "auto") -> dict[str, float]:
     out = {}
     for label, pretrained in (("pretrained", PRETRAINED_MINIATURE), ("random", None)):
         config = dataclasses.replace(base, pretrained=pretrained, lambda_kd=0.0, teacher_weights=None)
-        out[label] = _map_all(build_model(config, names), config, device)
+        out[label] = unseen_map_all(build_model(config, names), config, device)[0]
     return out
 
 
@@ -65,7 +58,7 @@ def start_effects(base: TrainConfig, seeds: list[int], device: str = "auto",
                 config = dataclasses.replace(base, lambda_da=lambda_da, seed=seed, **extra)
                 run = trained_run(config, device=device, progress=False, if_code_changed=if_code_changed)
                 runs.append({"run": run.name, "start": start, "lambda_da": lambda_da, "seed": seed,
-                             "map@all": _map_all(run.model, run.config, device)})
+                             "map@all": unseen_map_all(run.model, run.config, device)[0]})
     runs = pd.DataFrame(runs)
     value = runs.set_index(["start", "lambda_da", "seed"])["map@all"].sort_index()
     pairs = [(f"pretrained - scratch (L_DA {lda:g})", ("pretrained", lda), ("scratch", lda)) for lda in LAMBDAS]

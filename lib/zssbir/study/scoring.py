@@ -29,6 +29,15 @@ def split_features(model, config: TrainConfig, split: str = "zero", device: str 
     return out
 
 
+def unseen_map_all(model, config: TrainConfig, device: str = "auto") -> tuple[float, dict]:
+    """Exact-retrieval mAP@all (clusterretri preset) of ``model`` on the unseen split, and the features it ranked."""
+    from ..eval.exact_search import evaluate_features
+
+    feats = split_features(model, config, "zero", device=device)
+    (q, ql), (g, gl) = feats["sketch"], feats["photo"]
+    return float(evaluate_features(q, g, ql, gl, preset="clusterretri")["map@all"].value), feats
+
+
 def record(name: str, config: TrainConfig, metrics: dict, *, retrieval: dict, extra: dict | None = None,
            label: str | None = None) -> Path:
     """One results JSON: training parameters + the retrieval procedure (+ a readable row label for the
