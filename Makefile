@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 data: setup ## generate the embedded synthetic benchmark into data/datasets/synthetic
 	$(PY) -m zssbir.cli data generate synthetic
 
-pretrain: setup ## pretrain the small backbone on the synthetic_pretrain corpus (cached by content; not used by the reports)
+pretrain: setup ## pretrain the small backbone and text tower on the synthetic_pretrain corpus (reopens data/pretrained/ when current)
 	$(PY) -m zssbir.training.pretrain
 
 reports: setup ## regenerate every report (notebooks in notebooks/pipeline.yml) into reports/

@@ -57,16 +57,16 @@ def fabricate_sketchy_style(root, seen=("cat", "hot air balloon"), unseen=("tedd
     return root
 
 
-def interrupt_forward(monkeypatch, model_cls, at_call: int):
-    """Make ``model_cls.forward`` raise KeyboardInterrupt on its ``at_call``-th call (a killed run);
+def interrupt_forward(monkeypatch, model_cls, at_call: int, method: str = "forward"):
+    """Make ``model_cls.<method>`` raise KeyboardInterrupt on its ``at_call``-th call (a killed run);
     returns a function that restores it."""
-    calls, original = {"n": 0}, model_cls.forward
+    calls, original = {"n": 0}, getattr(model_cls, method)
 
-    def crash(self, batch):
+    def crash(self, *args):
         calls["n"] += 1
         if calls["n"] == at_call:
             raise KeyboardInterrupt
-        return original(self, batch)
+        return original(self, *args)
 
-    monkeypatch.setattr(model_cls, "forward", crash)
-    return lambda: monkeypatch.setattr(model_cls, "forward", original)
+    monkeypatch.setattr(model_cls, method, crash)
+    return lambda: monkeypatch.setattr(model_cls, method, original)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import replace
 
 import pytest
 import torch
 
+from zssbir import paths
 from zssbir.models.backbones import build_backbone
 from zssbir.training import pretrain as pt
+from zssbir.training import pretrained_files as files
+from zssbir.training import pretrained_store as store
 
 from conftest import interrupt_forward
 
@@ -25,7 +29,7 @@ def _weights(out):
 def test_interrupted_pretraining_resumes_to_the_same_weights(isolated_dirs, monkeypatch):
     whole = _weights(pt.pretrain(TINY, progress=False))
     monkeypatch.setenv("ZSSBIR_RUNS", str(isolated_dirs / "runs2"))
-    restore = interrupt_forward(monkeypatch, pt.Classifier, at_call=6)  # in epoch 2 (4 steps per epoch)
+    restore = interrupt_forward(monkeypatch, pt.Classifier, at_call=6, method="losses")  # epoch 2 (4 steps each)
     with pytest.raises(KeyboardInterrupt):
         pt.pretrain(TINY, progress=False)
     out = next((isolated_dirs / "runs2" / "pretrain").iterdir())
@@ -36,29 +40,77 @@ def test_interrupted_pretraining_resumes_to_the_same_weights(isolated_dirs, monk
 
 
 def test_pretraining_is_cached_by_content_and_its_file_is_named_and_checked(isolated_dirs, monkeypatch):
-    with pytest.raises(FileNotFoundError, match=r"the corpus 'synthetic_pretrain_tiny' is not generated; build both "
-                                                r"with `python -c .*pretrain\(PretrainSettings\(corpus='synthetic_pre"):
-        pt.pretrained_weights(TINY)
-    assert pt.build_command(pt.PretrainSettings()) == "make pretrain"
-    assert pt.build_command(pt.PretrainSettings(corpus="synthetic_pretrain_tiny", epochs=1, num_workers=2)) == \
+    monkeypatch.setenv("ZSSBIR_PRETRAINED", str(isolated_dirs / "committed"))
+    with pytest.raises(FileNotFoundError, match=r"no pretrained backbone for these settings and this code \(key "
+                                                r"[0-9a-f]{16}\); build it with `python -c .*pretrain\(PretrainSettings"
+                                                r"\(corpus='synthetic_pre"):
+        store.pretrained_weights(TINY)
+    assert files.build_command(pt.PretrainSettings()) == "make pretrain"
+    assert files.build_command(pt.PretrainSettings(corpus="synthetic_pretrain_tiny", epochs=1, num_workers=2)) == \
         "python -m zssbir.training.pretrain --corpus synthetic_pretrain_tiny --epochs 1"
     out = pt.pretrain(TINY, progress=False)
-    path = pt.pretrained_weights(TINY)
+    path = store.pretrained_weights(TINY)
     assert path == out / "backbone.pt"
     info = json.loads((out / "pretrain.json").read_text())
     assert info["backbone_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() and len(info["history"]) == 2
+    assert info["text_sha256"] == hashlib.sha256((out / "text.pt").read_bytes()).hexdigest()
+    assert {"val_top1", "val_text_top1"} <= set(info["history"][-1])  # the caption loss trained a text tower
     net = build_backbone("small", embed_dim=32, image_size=32, pretrained=str(path), **TINY.backbone_params)
     assert all(torch.equal(v, _weights(out)[k]) for k, v in net.state_dict().items())
     # reopened, not trained again: same settings (runtime ones may differ), same code, same corpus
     monkeypatch.setattr(pt.Classifier, "forward", lambda *a: pytest.fail("trained again"))
+    monkeypatch.setattr(pt.Classifier, "losses", lambda *a: pytest.fail("trained again"))
     assert pt.pretrain(replace(TINY, num_workers=1, torch_threads=1), progress=False) == out
     # other settings or other code: another key, so the file is missing and the error names the command
-    with pytest.raises(FileNotFoundError, match="other pretrained files exist"):
-        pt.pretrained_weights(replace(TINY, seed=1))
+    with pytest.raises(FileNotFoundError, match="other pretrained folders exist"):
+        store.pretrained_weights(replace(TINY, seed=1))
     monkeypatch.setattr(pt, "code_digest", lambda: {"training/pretrain.py": "changed"})
-    with pytest.raises(FileNotFoundError, match="no pretrained backbone for these settings and code at .*; build it "
+    with pytest.raises(FileNotFoundError, match="no pretrained backbone for these settings and this code .*; build it "
                                                 "with `python -c "):
-        pt.pretrained_weights(TINY)
+        store.pretrained_weights(TINY)
+
+
+def test_a_committed_pretraining_is_used_without_the_corpus_and_only_with_its_key(isolated_dirs, monkeypatch):
+    committed = isolated_dirs / "committed"
+    monkeypatch.setenv("ZSSBIR_PRETRAINED", str(committed))
+    key = pt.content_key(TINY)
+    with pytest.raises(FileNotFoundError, match="nothing to commit"):
+        files.commit(TINY, key)
+    stale = committed / "synthetic_pretrain_tiny_0000000000000000"  # a committed folder of other code
+    stale.mkdir(parents=True)
+    (stale / "backbone.pt").write_bytes(b"old")
+    built = pt.pretrain(TINY, progress=False)
+    folder = files.commit(TINY, key)
+    assert folder.parent == committed and not stale.exists() and not (folder / "checkpoint.pt").exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["backbone.pt", "head.pt", "pretrain.json", "text.pt"]
+    assert (folder / "backbone.pt").read_bytes() == (built / "backbone.pt").read_bytes()
+    # a fresh machine: no runs folder, no corpus; the committed folder is reopened without generating anything
+    shutil.rmtree(built.parent)
+    shutil.rmtree(isolated_dirs / "data")
+    monkeypatch.setattr(pt, "ensure_corpus", lambda *a, **k: pytest.fail("generated the corpus"))
+    assert pt.pretrain(TINY, progress=False) == folder
+    assert store.pretrained_weights(TINY) == folder / "backbone.pt"
+    # other code: the committed folder is not taken for it
+    monkeypatch.setattr(pt, "code_digest", lambda: {"training/pretrain.py": "changed"})
+    with pytest.raises(FileNotFoundError, match=f"other pretrained folders exist, made by other settings or code: "
+                                                f"{folder}"):
+        store.pretrained_weights(TINY)
+
+
+def test_the_repository_keeps_the_current_default_pretraining():
+    """data/pretrained/ holds the folder of the default settings and this code (checksums as recorded). Changing a
+    file of PRETRAIN_CODE or the corpus makes this fail: rebuild and commit with
+    `python -m zssbir.training.pretrain --commit` (about 7 minutes on 2 CPU cores)."""
+    settings = pt.PretrainSettings()
+    folder = files.committed_dir(settings, pt.content_key(settings))
+    assert files.is_finished(folder, settings) and folder.parent == paths.pretrained_dir(), (
+        "the committed pretraining is not the current one: rebuild it with "
+        "`python -m zssbir.training.pretrain --commit` and commit data/pretrained/")
+    info = json.loads((folder / "pretrain.json").read_text())
+    assert info["key"] == pt.content_key(settings) and info["command"] == "make pretrain"
+    for name, key in (("backbone.pt", "backbone_sha256"), ("head.pt", "head_sha256"), ("text.pt", "text_sha256")):
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == info[key], name
+    assert sum((folder / n).stat().st_size for n in files.outputs(settings)) < 6 * 2**20  # a few MB
 
 
 def test_a_run_starts_from_the_pretraining_and_distils_from_its_frozen_teacher(isolated_dirs):
@@ -97,11 +149,12 @@ def test_a_run_starts_from_the_pretraining_and_distils_from_its_frozen_teacher(i
                           run.model.eval().embed(images, torch.zeros(5, dtype=torch.long)), atol=1e-5)
 
 
-def test_pretrained_weights_by_name_and_their_misuse_are_explained(isolated_dirs, tmp_path):
+def test_pretrained_weights_by_name_and_their_misuse_are_explained(isolated_dirs, tmp_path, monkeypatch):
     from zssbir.models.factory import build_model
     from zssbir.training.config import TrainConfig
 
-    with pytest.raises(FileNotFoundError, match="build both with `make pretrain`"):
+    monkeypatch.setenv("ZSSBIR_PRETRAINED", str(tmp_path / "none committed"))
+    with pytest.raises(FileNotFoundError, match="build it with `make pretrain`"):
         build_model(TrainConfig(dataset="synthetic_tiny", pretrained="pretrain"), ["a", "b"])
     with pytest.raises(ValueError, match="'pretrain' names the small backbone's pretraining"):
         TrainConfig(backbone="clip:ViT-B-32", pretrained="pretrain")

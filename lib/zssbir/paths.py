@@ -6,6 +6,7 @@ Environment overrides (each optional):
   ZSSBIR_REPORTS  executed notebooks and tables (default: <root>/reports)
   ZSSBIR_CACHE    cached features               (default: <root>/data/cache)
   ZSSBIR_RUNS     checkpoints and run results   (default: <root>/runs)
+  ZSSBIR_PRETRAINED  committed pretrained weights (default: <root>/data/pretrained)
 """
 from __future__ import annotations
 
@@ -51,6 +52,11 @@ def cache_dir() -> Path:
 
 def runs_dir() -> Path:
     return _dir("ZSSBIR_RUNS", "runs")
+
+
+def pretrained_dir() -> Path:
+    """The miniature's pretrained weights kept in the repository (``training.pretrained_store``)."""
+    return _dir("ZSSBIR_PRETRAINED", "data/pretrained")
 
 
 def notebooks_dir() -> Path:

@@ -40,7 +40,8 @@ from .synthetic import (JPEG_QUALITY, MAX_SIZE, MIN_SIZE, SyntheticConfig, _lock
                         write_atomically)
 from .synthetic_classes import ClassProgram, class_vocabulary, compose_program
 
-__all__ = ["PretrainConfig", "CORPORA", "SharedClassesError", "benchmark_programs", "check_disjoint",
+__all__ = ["PretrainConfig", "CORPORA", "SharedClassesError", "benchmark_programs", "benchmark_configs",
+           "benchmark_captions", "check_disjoint",
            "corpus_programs", "render_corpus_photo", "generate_corpus", "ensure_corpus", "load_corpus",
            "corpus_root", "FORMAT_VERSION"]
 
@@ -104,8 +105,25 @@ def benchmark_programs() -> dict[str, list[ClassProgram]]:
     return out
 
 
-def _benchmark_configs() -> dict[str, dict]:
+def benchmark_configs() -> dict[str, dict]:
+    """The generator config of every procedural benchmark, by dataset id (what a corpus must stay disjoint from)."""
     return {b.id: SyntheticConfig(**b.generator).to_dict() for b in BENCHMARKS.values() if b.generator is not None}
+
+
+def benchmark_captions(dataset: str, class_names: Sequence[str]) -> list[str]:
+    """The captions (class program summaries, as the pretraining's text tower learned them) of classes of a
+    procedural benchmark; a data set without class programs, or a name it does not have, is refused."""
+    programs = benchmark_programs()
+    if dataset not in programs:
+        raise ValueError(f"{dataset!r} has no class programs to caption: the miniature's text tower (pretrained: "
+                         f"pretrain) reads the procedural benchmarks' class descriptions ({', '.join(programs)}); "
+                         "on real data use a clip:<model> backbone, whose text tower reads the class names")
+    summary = {p.name: p.summary for p in programs[dataset]}
+    unknown = [n for n in class_names if n not in summary]
+    if unknown:
+        raise ValueError(f"{dataset} has no classes named {unknown[:5]}: its class lists and its generator disagree; "
+                         f"regenerate it (`zssbir data generate {dataset}`)")
+    return [summary[n] for n in class_names]
 
 
 def check_disjoint(programs: Sequence[ClassProgram], benchmarks: dict[str, list[ClassProgram]] | None = None) -> None:
@@ -199,7 +217,7 @@ def _write_corpus(root: Path, config: PretrainConfig, programs: list[ClassProgra
     for split, name in LISTS.items():
         write_list(root / LIST_DIR / name, lists[split])
     manifest = {"generator": "zssbir.data.synthetic_pretrain", "format_version": FORMAT_VERSION,
-                "config": config.to_dict(), "disjoint_from": _benchmark_configs(),
+                "config": config.to_dict(), "disjoint_from": benchmark_configs(),
                 "photo": {"dir": PHOTO_DIR, "format": "JPEG", "quality": JPEG_QUALITY, "mode": "RGB",
                           "size": config.image_size},
                 "counts": {split: len(entries) for split, entries in lists.items()} | {"classes": len(programs)},
@@ -234,7 +252,7 @@ def load_manifest(root: str | Path) -> dict | None:
 def _is_current(root: Path, config: PretrainConfig) -> bool:
     m = load_manifest(root)
     return bool(m) and m.get("format_version") == FORMAT_VERSION and m.get("config") == config.to_dict() \
-        and m.get("disjoint_from") == _benchmark_configs() \
+        and m.get("disjoint_from") == benchmark_configs() \
         and all((root / LIST_DIR / n).is_file() for n in (CLASS_FILE, *LISTS.values()))
 
 

@@ -1,9 +1,13 @@
-"""Pretraining the small backbone on the pretraining corpus (issue 13): the miniature of an ImageNet starting point.
+"""Pretraining the small backbone on the pretraining corpus (issue 13): the miniature of an ImageNet (and CLIP)
+starting point.
 
 Classification of the corpus's photos (``data.synthetic_pretrain``: classes disjoint from every benchmark class)
 with the small backbone and a linear head on its embedding, cross-entropy, the study's image-side augmentation
-(``data.transforms``, photo side), Adam with ClusterRetri's geometric schedule. Runs use it when their config says
-``pretrained: pretrain`` (and ``teacher_weights: pretrain`` for the distillation).
+(``data.transforms``, photo side), Adam with ClusterRetri's geometric schedule. With ``lambda_text > 0`` (default)
+a small text tower (``models.small_text``) trains with it, CLIP's way: each photo's embedding against the captions
+of all corpus classes (their programs' readable summaries), a contrastive cross-entropy with a learned
+temperature. Runs use it when their config says ``pretrained: pretrain`` (and ``teacher_weights: pretrain`` for
+the distillation; DMWA then also takes this text tower for its class texts).
 
 - cached by content: the output folder ``<runs>/pretrain/<key>`` is named by a digest of the settings (runtime
   ones aside), the corpus's manifest config and the benchmarks it avoids, and the code that trains it
@@ -12,15 +16,18 @@ with the small backbone and a linear head on its embedding, cross-entropy, the s
   batches from seed + e, so a resumed run ends with the weights of an uninterrupted one;
 - outputs: ``backbone.pt`` (the backbone's state dict, what ``build_backbone("small", pretrained=...)`` reads),
   ``head.pt`` (the corpus-class head: with the backbone, the frozen teacher of SAKE's distillation,
-  ``models.small.build_small_teacher``) and ``pretrain.json`` (settings, key, history, the files' sha256 and the
-  command that rebuilds them).
+  ``models.small.build_small_teacher``), ``text.pt`` (the text tower, with ``lambda_text > 0``) and
+  ``pretrain.json`` (settings, key, history, the files' sha256 and the command that rebuilds them);
+- kept where ``training.pretrained_files`` says (apart, so that where the weights live can change without changing
+  their key): a finished folder of the current key is reopened from ``<runs>/pretrain`` or from the repository's
+  ``data/pretrained/`` (``--commit`` copies it there), without generating the corpus.
 
-A run config names these weights by the value ``"pretrain"`` (``PRETRAINED_MINIATURE``) in ``pretrained`` and
-``teacher_weights``: ``resolve_weights`` turns it into the file of the default settings, or says which command
-builds it.
+A run config names these weights by the value ``"pretrain"`` in ``pretrained`` and ``teacher_weights``
+(``pretrained_store.resolve_weights``).
 
     python -m zssbir.training.pretrain                       # = make pretrain (the default corpus and settings)
     python -m zssbir.training.pretrain --corpus synthetic_pretrain_tiny --epochs 1
+    python -m zssbir.training.pretrain --commit              # and copy it into data/pretrained/ (to commit)
 """
 from __future__ import annotations
 
@@ -39,18 +46,20 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import paths
-from ..data.synthetic_pretrain import CORPORA, corpus_root, ensure_corpus, load_corpus, load_manifest
+from ..data.synthetic_pretrain import (CORPORA, FORMAT_VERSION, benchmark_configs, ensure_corpus, load_corpus,
+                                       load_manifest)
 from ..data.samplers import make_loader
 from ..data.transforms import build_transform
 from ..models.backbones import build_backbone
+from ..models.small_text import SmallTextEncoder, build_vocabulary, contrastive_logits
 from ..runtime import seed_everything, torch_threads
+from .pretrained_files import build_command, commit, finished_dir, output_dir
 
 # the files whose content decides the weights (relative to the package); a change gives a new key
-PRETRAIN_CODE = ("training/pretrain.py", "models/small.py", "models/backbones.py", "data/transforms.py",
+PRETRAIN_CODE = ("training/pretrain.py", "models/small.py", "models/small_text.py", "models/backbones.py",
+                 "data/transforms.py",
                  "data/datasets.py", "data/samplers.py", "data/synthetic_pretrain.py", "data/synthetic_classes.py",
                  "data/drawing.py", "data/drawing_photo.py")
-PRETRAINED_MINIATURE = "pretrain"  # a config's name for the weights of `make pretrain` (default settings)
 RUNTIME = ("data_root", "num_workers", "decoded_cache", "torch_threads")  # how fast, not what is learned
 
 
@@ -60,12 +69,14 @@ class PretrainSettings:
     image_size: int = 48                # the benchmark runs' input size (configs/study/*.yaml)
     embed_dim: int = 512
     backbone_params: dict = field(default_factory=dict)
-    epochs: int = 8
+    epochs: int = 16
     batch_size: int = 64
     lr: float = 2e-3
     lr_final_factor: float = 1e-2
     weight_decay: float = 5e-4
     augmentation: str = "study"
+    lambda_text: float = 1.0            # weight of the contrastive caption loss; 0 trains no text tower
+    text_params: dict = field(default_factory=dict)  # SmallTextEncoder settings (width, depth, heads, max_words)
     max_steps_per_epoch: int | None = None
     seed: int = 0
     data_root: str | None = None
@@ -89,15 +100,32 @@ class PretrainSettings:
 
 
 class Classifier(nn.Module):
-    """The backbone and a linear head over its embedding."""
+    """The backbone, a linear head over its embedding and (optionally) the text tower with CLIP's temperature."""
 
-    def __init__(self, backbone: nn.Module, n_classes: int):
+    def __init__(self, backbone: nn.Module, n_classes: int, text: SmallTextEncoder | None = None):
         super().__init__()
         self.backbone = backbone
         self.head = nn.Linear(backbone.embed_dim, n_classes)
+        self.text = text
+        self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07)))) if text is not None else None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(images).embedding)
+
+    def losses(self, images: torch.Tensor, labels: torch.Tensor, captions: list[str]) -> dict[str, torch.Tensor]:
+        """Classification, and with a text tower the contrastive loss of each photo against every class caption."""
+        embedding = self.backbone(images).embedding
+        out = {"classification": F.cross_entropy(self.head(embedding), labels)}
+        if self.text is not None:
+            texts = self.text.encode(captions)
+            out["caption"] = F.cross_entropy(contrastive_logits(embedding, texts, self.logit_scale), labels)
+        return out
+
+
+def corpus_captions(manifest: dict) -> list[str]:
+    """The captions of a corpus's classes in label order: each class program's summary, without its name."""
+    classes = sorted(manifest["classes"], key=lambda c: c["id"])
+    return [c["description"].removeprefix(f"{c['name']}: ") for c in classes]
 
 
 def code_digest() -> dict[str, str]:
@@ -105,60 +133,13 @@ def code_digest() -> dict[str, str]:
     return {name: hashlib.sha256((root / name).read_bytes()).hexdigest()[:16] for name in PRETRAIN_CODE}
 
 
-def content_key(settings: PretrainSettings, corpus_manifest: dict) -> str:
-    """The digest naming the pretrained weights: settings, corpus (config and benchmarks avoided), code."""
-    content = {"settings": settings.identity(), "corpus": {k: corpus_manifest.get(k) for k in
-                                                           ("format_version", "config", "disjoint_from")},
-               "code": code_digest()}
+def content_key(settings: PretrainSettings) -> str:
+    """The digest naming the pretrained weights: settings, corpus (its config and the benchmarks it avoids, which
+    decide its bytes), code."""
+    corpus = {"format_version": FORMAT_VERSION, "config": CORPORA[settings.corpus].to_dict(),
+              "disjoint_from": benchmark_configs()}
+    content = {"settings": settings.identity(), "corpus": corpus, "code": code_digest()}
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
-
-
-CLI_FIELDS = ("corpus", "epochs", "seed", "batch_size", "image_size", "lr", "max_steps_per_epoch")
-
-
-def build_command(settings: PretrainSettings) -> str:
-    """The command that builds the weights of ``settings``: ``make pretrain`` for the defaults, else the module's
-    command line, else (settings it has no flag for) the Python call."""
-    default = PretrainSettings().identity()
-    changed = {k: v for k, v in settings.identity().items() if v != default[k]}
-    if not changed:
-        return "make pretrain"
-    if set(changed) <= set(CLI_FIELDS):
-        return "python -m zssbir.training.pretrain" + "".join(f" --{k.replace('_', '-')} {changed[k]}"
-                                                              for k in CLI_FIELDS if k in changed)
-    args = ", ".join(f"{k}={v!r}" for k, v in changed.items())
-    return f"python -c \"from zssbir.training.pretrain import *; pretrain(PretrainSettings({args}))\""
-
-
-def output_dir(settings: PretrainSettings, key: str) -> Path:
-    return paths.runs_dir() / "pretrain" / f"{settings.corpus}_{key}"
-
-
-def pretrained_weights(settings: PretrainSettings | None = None) -> Path:
-    """The ``backbone.pt`` of finished pretraining with these settings (and the current code and corpus); a missing
-    or mismatched one raises FileNotFoundError naming the command that builds it."""
-    settings = settings or PretrainSettings()
-    manifest = load_manifest(corpus_root(settings.corpus, settings.data_root))
-    command = build_command(settings)
-    if manifest is None:
-        raise FileNotFoundError(f"no pretrained backbone: the corpus {settings.corpus!r} is not generated; build both "
-                                f"with `{command}`")
-    path = output_dir(settings, content_key(settings, manifest)) / "backbone.pt"
-    if not path.is_file():
-        others = sorted(str(p) for p in (paths.runs_dir() / "pretrain").glob(f"{settings.corpus}_*/backbone.pt"))
-        note = (f" (other pretrained files exist, made by other settings, code or corpus: {', '.join(others)})"
-                if others else "")
-        raise FileNotFoundError(f"no pretrained backbone for these settings and code at {path}{note}; build it with "
-                                f"`{command}`")
-    return path
-
-
-def resolve_weights(value: str | None) -> str | None:
-    """A config's ``pretrained`` / ``teacher_weights`` value as a file: ``"pretrain"`` is the ``backbone.pt`` of
-    the default pretraining (FileNotFoundError naming ``make pretrain`` when it is missing); others pass through."""
-    if value != PRETRAINED_MINIATURE:
-        return value
-    return str(pretrained_weights())
 
 
 def _atomic_save(obj, path: Path) -> None:
@@ -172,13 +153,22 @@ def _sha256(path: Path) -> str:
 
 
 @torch.no_grad()
-def _accuracy(model: nn.Module, dataset, batch: int) -> float:
+def _accuracy(model: Classifier, dataset, batch: int, captions: list[str]) -> dict[str, float]:
+    """Held-out top-1 of the head (``val_top1``) and, with a text tower, of the nearest class caption
+    (``val_text_top1``: CLIP's zero-shot classification, here on the corpus's own classes)."""
+    keys = ["val_top1"] + (["val_text_top1"] if model.text is not None else [])
     if len(dataset) == 0:
-        return float("nan")
+        return dict.fromkeys(keys, float("nan"))
     model.eval()
-    loader = make_loader(dataset, batch, seed=0)
-    right = sum(int((model(b["image"]).argmax(1) == b["label"]).sum()) for b in loader)
-    return right / len(dataset)
+    texts = model.text.encode(captions) if model.text is not None else None
+    right = dict.fromkeys(keys, 0)
+    for b in make_loader(dataset, batch, seed=0):
+        embedding = model.backbone(b["image"]).embedding
+        right["val_top1"] += int((model.head(embedding).argmax(1) == b["label"]).sum())
+        if texts is not None:
+            logits = contrastive_logits(embedding, texts, model.logit_scale)
+            right["val_text_top1"] += int((logits.argmax(1) == b["label"]).sum())
+    return {k: v / len(dataset) for k, v in right.items()}
 
 
 def pretrain(settings: PretrainSettings | None = None, *, progress: bool = True) -> Path:
@@ -189,11 +179,12 @@ def pretrain(settings: PretrainSettings | None = None, *, progress: bool = True)
 
 
 def _pretrain(settings: PretrainSettings, progress: bool) -> Path:
+    key = content_key(settings)
+    done = finished_dir(settings, key)
+    if done is not None:  # built before, or committed: the corpus is not even needed
+        return done
     root = ensure_corpus(settings.corpus, data_root=settings.data_root, progress=progress)
-    key = content_key(settings, load_manifest(root))
     out = output_dir(settings, key)
-    if all((out / name).is_file() for name in ("backbone.pt", "head.pt", "pretrain.json")):
-        return out
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(settings.seed)
     train_tf = build_transform("photo", settings.image_size, "sake", train=True, augmentation=settings.augmentation)
@@ -205,7 +196,10 @@ def _pretrain(settings: PretrainSettings, progress: bool) -> Path:
             ds.fill_cache()
     backbone = build_backbone("small", embed_dim=settings.embed_dim, image_size=settings.image_size,
                               **settings.backbone_params)
-    model = Classifier(backbone, len(data.class_names))
+    captions = corpus_captions(load_manifest(root))
+    text = (SmallTextEncoder(build_vocabulary(captions), embed_dim=settings.embed_dim, **settings.text_params)
+            if settings.lambda_text > 0 else None)
+    model = Classifier(backbone, len(data.class_names), text)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     history, start = [], 0
     ckpt = out / "checkpoint.pt"
@@ -232,7 +226,8 @@ def _pretrain(settings: PretrainSettings, progress: bool) -> Path:
         for step, batch in enumerate(bar):
             if step == steps:
                 break
-            loss = F.cross_entropy(model(batch["image"]), batch["label"])
+            parts = model.losses(batch["image"], batch["label"], captions)
+            loss = parts["classification"] + settings.lambda_text * parts.get("caption", 0.0)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -240,7 +235,7 @@ def _pretrain(settings: PretrainSettings, progress: bool) -> Path:
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
         record = {"epoch": epoch, "lr": lr, "loss": total / max(steps, 1), "seconds": time.perf_counter() - t0,
-                  "val_top1": _accuracy(model, val, settings.batch_size)}
+                  **_accuracy(model, val, settings.batch_size, captions)}
         history.append(record)
         torch.set_rng_state(rng["torch"])  # evaluation leaves the RNG streams as it found them
         np.random.set_state(rng["numpy"])
@@ -251,9 +246,13 @@ def _pretrain(settings: PretrainSettings, progress: bool) -> Path:
                   f"val top-1 {record['val_top1']:.3f} ({record['seconds']:.0f} s)")
     _atomic_save(model.backbone.state_dict(), out / "backbone.pt")
     _atomic_save(model.head.state_dict(), out / "head.pt")
+    if model.text is not None:
+        _atomic_save(model.text.file_state(), out / "text.pt")
     info = {"key": key, "settings": settings.to_dict(), "corpus": load_manifest(root)["config"],
             "classes": len(data.class_names), "history": history, "code": code_digest(),
             "backbone_sha256": _sha256(out / "backbone.pt"), "head_sha256": _sha256(out / "head.pt"),
+            **({"text_sha256": _sha256(out / "text.pt"), "text_settings": model.text.settings,
+                "text_vocabulary": len(model.text.vocabulary)} if model.text is not None else {}),
             "backbone_params": settings.backbone_params, "command": build_command(settings),
             "loads_with": f"build_backbone('small', image_size={settings.image_size}, embed_dim={settings.embed_dim}, "
                           f"pretrained='{out / 'backbone.pt'}')"}
@@ -270,9 +269,14 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--data-root", default=None)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--commit", action="store_true", help="then copy the finished folder into data/pretrained/")
     args = vars(p.parse_args(argv))
-    quiet = args.pop("quiet")
-    out = pretrain(PretrainSettings(**args), progress=not quiet)
+    quiet, to_commit = args.pop("quiet"), args.pop("commit")
+    settings = PretrainSettings(**args)
+    out = pretrain(settings, progress=not quiet)
+    if to_commit:
+        out = commit(settings, content_key(settings))
+        print(f"committed: {out} (add it with git; the committed folders of other keys were removed)")
     info = json.loads((out / "pretrain.json").read_text())
     print(f"pretrained backbone: {out / 'backbone.pt'} (sha256 {info['backbone_sha256']}); "
           f"last val top-1 {info['history'][-1]['val_top1']:.3f}" if info["history"] else "")

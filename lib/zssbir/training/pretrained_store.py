@@ -1,0 +1,36 @@
+"""How a run config names the miniature's pretrained weights (issue 13): the value ``"pretrain"``
+(``PRETRAINED_MINIATURE``) in ``pretrained`` or ``teacher_weights`` is the ``backbone.pt`` of the default
+pretraining of the current code (``training.pretrain``), built or committed (``training.pretrained_files``); a
+missing one names the command that builds it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .pretrain import PretrainSettings, content_key
+from .pretrained_files import build_command, finished_dir, other_folders
+
+PRETRAINED_MINIATURE = "pretrain"  # a config's name for the weights of `make pretrain` (default settings)
+
+
+def pretrained_weights(settings: PretrainSettings | None = None) -> Path:
+    """The ``backbone.pt`` of finished pretraining with these settings (and the current code and corpus); a missing
+    or mismatched one raises FileNotFoundError naming the command that builds it."""
+    settings = settings or PretrainSettings()
+    key = content_key(settings)
+    folder = finished_dir(settings, key)
+    if folder is None:
+        others = other_folders(settings, key)
+        note = (f" (other pretrained folders exist, made by other settings or code: {', '.join(others)})"
+                if others else "")
+        raise FileNotFoundError(f"no pretrained backbone for these settings and this code (key {key}){note}; build "
+                                f"it with `{build_command(settings)}`")
+    return folder / "backbone.pt"
+
+
+def resolve_weights(value: str | None) -> str | None:
+    """A config's ``pretrained`` / ``teacher_weights`` value as a file: ``"pretrain"`` is the ``backbone.pt`` of
+    the default pretraining (FileNotFoundError naming ``make pretrain`` when it is missing); others pass through."""
+    if value != PRETRAINED_MINIATURE:
+        return value
+    return str(pretrained_weights())
