@@ -112,3 +112,26 @@ def test_code_changes_are_refused_retrained_or_reused_as_asked(isolated_dirs, mo
     runs.train_run(config, progress=False, if_code_changed="retrain")
     assert calls["n"] == 2  # trained again from scratch (two steps)
     assert runs.open_run(config, device="cpu").name == first.name  # now recorded with the new code
+
+
+def test_the_miniature_pretraining_enters_a_run_name_by_its_content(monkeypatch):
+    """A run fine-tuned from `pretrained: pretrain` is named by that pretraining's content key: redoing the
+    pretraining with other code or settings gives new run names, so an old fine-tuned run is never reopened."""
+    from zssbir.training import pretrain as pt
+
+    config = TrainConfig(pretrained="pretrain", teacher_weights="pretrain", lambda_kd=1.0)
+    before = runs.run_name(config)
+    monkeypatch.setattr(pt, "code_digest", lambda: {"training/pretrain.py": "changed"})
+    after = runs.run_name(config)
+    assert before != after and after != runs.run_name(TrainConfig(lambda_kd=1.0, teacher_weights="t.pt"))
+    assert runs.run_name(TrainConfig(pretrained="/a/backbone.pt")) == runs.run_name(TrainConfig(pretrained="/a/backbone.pt"))
+    grid = runs.run_grid("study/clusterretri.yaml", {"epochs": 1}, seeds=[0, 1], starts=["pretrained", "scratch"],
+                         vary={"lambda_da": [0.1, 0.0]})
+    assert [(runs.start_of(c), c.lambda_da, c.seed) for c in grid[:3]] == [("pretrained", 0.1, 0), ("pretrained", 0.1, 1),
+                                                                          ("pretrained", 0.0, 0)]
+    assert len({runs.run_name(c) for c in grid}) == 8 and all(c.epochs == 1 for c in grid)
+    assert all(c.lambda_kd == 0 and c.teacher_weights is None for c in grid if runs.start_of(c) == "scratch")
+    with pytest.raises(ValueError, match="unknown start 'imagenet': use one of pretrained, scratch"):
+        runs.run_grid("study/clusterretri.yaml", seeds=[0], starts=["imagenet"])
+    with pytest.raises(ValueError, match="needs at least one seed"):
+        runs.run_grid("study/clusterretri.yaml", seeds=[])

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -60,7 +61,7 @@ class DMWAParams:
     lambda_quad: float = 1.0         # weight of the quadruplet loss
     lambda_cls: float = 1.0          # weight of the text-anchored classification term
     text_temperature: float = 0.05   # temperature of the text-anchored logits
-    text_model: str | None = None    # open_clip model of the text tower; None: the image tower's, else the tiny test config
+    text_model: str | None = None    # open_clip model of the text tower, or "pretrain" (the miniature's); None: see text_tower_choice
     text_pretrained: str | None = None  # its tag or checkpoint; None: the backbone's ``pretrained`` if CLIP, else random
     text_seed: int = 0               # seed of a randomly initialised text tower (no weights available)
     center_text: bool = True         # subtract the mean over the seen classes from the text embeddings
@@ -166,7 +167,7 @@ def _token_projection(backbone: nn.Module) -> nn.Module:
 class DMWA(nn.Module):
     def __init__(self, backbone: nn.Module, text_sketch: torch.Tensor, text_photo: torch.Tensor,
                  params: DMWAParams | None = None, text_sketch_tokens: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 text_photo_tokens: tuple[torch.Tensor, torch.Tensor] | None = None):
+                 text_photo_tokens: tuple[torch.Tensor, torch.Tensor] | None = None, text_in_image_space: bool = False):
         super().__init__()
         self.params = params or DMWAParams()
         if text_sketch.shape != text_photo.shape or text_sketch.ndim != 2:
@@ -178,9 +179,9 @@ class DMWA(nn.Module):
         self.register_buffer("text_photo", text_photo.float().clone())
         self.text_proj = nn.Linear(text_sketch.shape[1], backbone.embed_dim, bias=False)
         init = self.params.text_projection
-        if init == "auto":  # keep CLIP's shared image-text space at the start when the widths allow it
-            init = "identity" if getattr(backbone, "clip_dim", None) and text_sketch.shape[1] == backbone.embed_dim \
-                else "random"
+        if init == "auto":  # keep a shared image-text space (CLIP's, the miniature's) at the start when widths allow
+            joint = getattr(backbone, "clip_dim", None) or text_in_image_space
+            init = "identity" if joint and text_sketch.shape[1] == backbone.embed_dim else "random"
         if init == "identity":
             if text_sketch.shape[1] != backbone.embed_dim:
                 raise ValueError(f"text_projection='identity' needs text width {text_sketch.shape[1]} = embed_dim "
@@ -291,27 +292,54 @@ class DMWA(nn.Module):
 
 
 def text_tower_choice(backbone: str, pretrained: str | None, params: DMWAParams) -> tuple[str, str | None]:
-    """(open_clip model, pretrained) of the text tower: the image tower's CLIP when the backbone is one,
-    else the tiny random config (no text weights exist offline; the class prompts then act as fixed
-    random class codes, see docs/dmwa.md)."""
+    """(text tower, its weights): the image tower's CLIP when the backbone is one; the miniature's small text
+    tower (``"pretrain"``, trained with the small backbone by ``make pretrain``) when the small backbone starts
+    from that pretraining; else the tiny random CLIP config (the class prompts then act as fixed random class
+    codes, see docs/dmwa.md)."""
+    from ..training.pretrained_store import PRETRAINED_MINIATURE
     from .clip_towers import TINY_CLIP_NAME
 
     if params.text_model is not None:
         return params.text_model, params.text_pretrained
     if backbone.startswith("clip:"):
         return backbone[len("clip:"):], params.text_pretrained or pretrained
+    if backbone == "small" and pretrained == PRETRAINED_MINIATURE:
+        return PRETRAINED_MINIATURE, None
     return TINY_CLIP_NAME, params.text_pretrained
 
 
+def miniature_class_texts(class_names: Sequence[str], dataset: str | None) -> torch.Tensor:
+    """The miniature text tower's (frozen) embeddings [C, D] of the classes' captions (their programs' summaries,
+    ``data.synthetic_pretrain.benchmark_captions``); the tower is the default pretraining's ``text.pt``."""
+    from ..data.synthetic_pretrain import benchmark_captions
+    from ..training.pretrained_store import PRETRAINED_MINIATURE, resolve_weights
+    from .small_text import load_small_text_encoder
+
+    if dataset is None:
+        raise ValueError("the miniature's text tower captions a procedural benchmark's classes: name the data set")
+    encoder = load_small_text_encoder(Path(resolve_weights(PRETRAINED_MINIATURE)).with_name("text.pt"))
+    with torch.no_grad():
+        return encoder.encode(benchmark_captions(dataset, list(class_names))).float()
+
+
 def encode_class_texts(class_names: Sequence[str], model_name: str, pretrained: str | None,
-                       seed: int = 0, tokens: bool = False) -> tuple:
+                       seed: int = 0, tokens: bool = False, dataset: str | None = None) -> tuple:
     """Frozen CLIP text embeddings [C, text_dim] of the sketch and photo prompts of ``class_names``; with
     ``tokens`` also each prompt's word-token embeddings and mask (``TextEncoder.encode_class_tokens``), as
     (sketch, photo, sketch tokens, photo tokens).
 
     A randomly initialised tower (pretrained None) is built under ``seed`` without touching the
-    global RNG, so the same names always give the same codes."""
+    global RNG, so the same names always give the same codes. ``model_name="pretrain"`` is the miniature's
+    small text tower (``miniature_class_texts``): one caption per class serves both domains."""
+    from ..training.pretrained_store import PRETRAINED_MINIATURE
     from .clip_towers import build_text_encoder
+
+    if model_name == PRETRAINED_MINIATURE:
+        if tokens:
+            raise ValueError("DMWA text_tokens=True needs a CLIP text tower's token embeddings; the miniature's small "
+                             "text tower gives pooled caption embeddings only: set text_tokens=False")
+        texts = miniature_class_texts(class_names, dataset)
+        return texts, texts.clone()
 
     import logging
 

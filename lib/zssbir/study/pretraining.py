@@ -1,123 +1,96 @@
-"""What the miniature's pretraining gives (issue 13): the pretrained backbone's zero-shot retrieval before any
-fine-tuning, and ClusterRetri fine-tuned from it with SAKE's distillation against training from scratch, paired
-over training seeds.
+"""What the miniature's pretraining gives before any fine-tuning (issue 13), for ``00_pretraining``: its learning
+curve, the pretrained backbone's zero-shot retrieval on the benchmark's unseen classes against a random one, and
+the text tower's zero-shot text-to-image accuracy there (each unseen photo or sketch labelled by the nearest
+unseen class caption), as CLIP is shown on classes it was not trained on.
 
-    python -m zssbir.study.pretraining            # pretrains if missing (make pretrain), trains what is missing,
-                                                  # writes docs/pretraining_effects.{md,json}
-
-Runs are ``configs/study/clusterretri.yaml`` with L_DA 0 and 0.1; the pretrained ones add ``pretrained: pretrain``,
-``teacher_weights: pretrain`` and ``lambda_kd: 1`` (SAKE's weight, as the ClusterRetri configs of the real
-benchmarks). Scored by exact retrieval on the unseen classes (mAP@all, clusterretri preset). Nothing here writes
-results files: the study tables are unchanged.
+The fine-tuned comparison (pretrained start against scratch, paired over seeds) is part of the study itself:
+``01_train`` and ``04_dmwa`` train both starts, ``05_map_tables`` compares them.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import torch.nn.functional as F
 
-from .. import paths
+from ..data.datasets import load_split
+from ..data.synthetic_pretrain import CORPORA, corpus_programs, render_corpus_photo
+from ..data.tools import ensure_dataset
+from ..models.dmwa import miniature_class_texts
 from ..models.factory import build_model
-from ..runtime import git_commit
 from ..training.config import TrainConfig
-from ..training.identity import CODE_CHANGE_POLICIES
-from ..training.pretrain import PRETRAINED_MINIATURE, PretrainSettings, pretrain
-from .findings import paired, verdict
-from .runs import run_config, trained_run
-from .scoring import unseen_map_all
-
-PRETRAINED = {"pretrained": PRETRAINED_MINIATURE, "teacher_weights": PRETRAINED_MINIATURE, "lambda_kd": 1.0}
-LAMBDAS = (0.0, 0.1)
+from ..training.pretrain import PretrainSettings, pretrain
+from ..training.pretrained_store import PRETRAINED_MINIATURE
+from .scoring import split_features, unseen_map_all
 
 
-def zero_shot(base: TrainConfig, device: str = "auto") -> dict[str, float]:
-    """Unseen-class mAP@all of the backbone's embeddings before any fine-tuning: pretrained and random."""
-    from ..data.datasets import load_split
-    from ..data.tools import ensure_dataset
+def pretraining(settings: PretrainSettings | None = None, progress: bool = True) -> tuple[dict, pd.DataFrame]:
+    """The pretraining's record (``pretrain.json``; built if missing, else reopened) and its per-epoch history."""
+    folder = pretrain(settings or PretrainSettings(), progress=progress)
+    info = json.loads((folder / "pretrain.json").read_text(encoding="utf-8"))
+    info["folder"] = str(folder)
+    return info, pd.DataFrame(info["history"])
 
-    ensure_dataset(base.dataset, data_root=base.data_root)
-    names = load_split(base.dataset, "train", "photo", data_root=base.data_root, check_files=False).class_names
+
+def corpus_examples(n_classes: int = 6, instances: int = 3, corpus: str = "synthetic_pretrain"):
+    """Photos of the first ``n_classes`` corpus classes (rendered as the corpus renders them, without generating
+    it) with their names and captions: [(name, caption, [PIL images])]."""
+    config = CORPORA[corpus]
+    programs = corpus_programs(dataclasses.replace(config, n_classes=n_classes))
+    return [(p.name, p.summary, [render_corpus_photo(p, i, config) for i in range(instances)]) for p in programs]
+
+
+def _class_names(config: TrainConfig) -> list[str]:
+    ensure_dataset(config.dataset, data_root=config.data_root)
+    return load_split(config.dataset, "train", "photo", data_root=config.data_root, check_files=False).class_names
+
+
+def zero_shot_retrieval(base: TrainConfig, device: str = "auto") -> dict[str, float]:
+    """Unseen-class mAP@all (exact retrieval) of the backbone's embeddings before any fine-tuning: the pretrained
+    backbone and a randomly initialised one."""
+    names = _class_names(base)
     out = {}
-    for label, pretrained in (("pretrained", PRETRAINED_MINIATURE), ("random", None)):
-        config = dataclasses.replace(base, pretrained=pretrained, lambda_kd=0.0, teacher_weights=None)
+    for label, weights in (("pretrained", PRETRAINED_MINIATURE), ("random", None)):
+        config = dataclasses.replace(base, pretrained=weights, lambda_kd=0.0, teacher_weights=None)
         out[label] = unseen_map_all(build_model(config, names), config, device)[0]
     return out
 
 
-def start_effects(base: TrainConfig, seeds: list[int], device: str = "auto",
-                  if_code_changed: str = "retrain") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every run (start x L_DA weight x seed), and the paired comparisons over ``seeds``: the pretrained start
-    against scratch at each L_DA weight, and L_DA 0.1 against none from each start."""
-    runs = []
-    for lambda_da in LAMBDAS:
-        for start, extra in (("scratch", {}), ("pretrained", PRETRAINED)):
-            for seed in seeds:
-                config = dataclasses.replace(base, lambda_da=lambda_da, seed=seed, **extra)
-                run = trained_run(config, device=device, progress=False, if_code_changed=if_code_changed)
-                runs.append({"run": run.name, "start": start, "lambda_da": lambda_da, "seed": seed,
-                             "map@all": unseen_map_all(run.model, run.config, device)[0]})
-    runs = pd.DataFrame(runs)
-    value = runs.set_index(["start", "lambda_da", "seed"])["map@all"].sort_index()
-    pairs = [(f"pretrained - scratch (L_DA {lda:g})", ("pretrained", lda), ("scratch", lda)) for lda in LAMBDAS]
-    pairs += [(f"L_DA {LAMBDAS[1]:g} - none ({start})", (start, LAMBDAS[1]), (start, LAMBDAS[0]))
-              for start in ("scratch", "pretrained")]
-    rows = []
-    for name, with_, without in pairs:
-        result = paired(value.loc[with_], value.loc[without])
-        rows.append({"comparison": name, "n": result["n"], "mean_with": result["mean_with"],
-                     "mean_without": result["mean_without"], "difference": result["difference"],
-                     "ci_low": result["ci_low"], "ci_high": result["ci_high"], "p_value": result["p_value"],
-                     "verdict": verdict(result).replace("supported", "a gain").replace("contradicted", "a loss")})
-    return runs, pd.DataFrame(rows)
+def zero_shot_text(base: TrainConfig, device: str = "auto") -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+    """Each unseen photo and sketch labelled by the nearest unseen class caption (cosine between the pretrained
+    backbone's embedding and the text tower's caption embedding): top-1 accuracy per domain with its chance level,
+    the photo confusion matrix (rows: true class, columns: predicted; row-normalised) and the class names."""
+    config = dataclasses.replace(base, pretrained=PRETRAINED_MINIATURE, lambda_kd=0.0, teacher_weights=None)
+    model = build_model(config, _class_names(config))
+    feats = split_features(model, config, "zero", device=device)
+    unseen = load_split(config.dataset, "zero", "photo", data_root=config.data_root, check_files=False).class_names
+    texts = F.normalize(miniature_class_texts(unseen, config.dataset), dim=1).numpy()
+    rows, confusion = [], None
+    for domain in ("photo", "sketch"):
+        x, labels = feats[domain]
+        predicted = (x / np.linalg.norm(x, axis=1, keepdims=True) @ texts.T).argmax(1)
+        rows.append({"domain": domain, "items": len(labels), "classes": len(unseen),
+                     "top1": float((predicted == labels).mean()), "chance": 1 / len(unseen)})
+        if domain == "photo":
+            confusion = np.zeros((len(unseen), len(unseen)))
+            np.add.at(confusion, (labels, predicted), 1)
+            confusion /= confusion.sum(1, keepdims=True).clip(min=1)
+    return pd.DataFrame(rows), confusion, list(unseen)
 
 
-def write(history: list[dict], zero: dict, runs: pd.DataFrame, effects: pd.DataFrame, out: Path, command: str,
-          if_code_changed: str) -> list[Path]:
-    from .tables import to_markdown
-
-    data = {"command": command, "commit": git_commit(), "if_code_changed": if_code_changed,
-            "pretraining_history": history, "zero_shot_map@all": zero, "runs": runs.to_dict("records"),
-            "effects": effects.to_dict("records")}
-    json_path, md_path = out.with_suffix(".json"), out.with_suffix(".md")
-    json_path.write_text(json.dumps(data, indent=2, default=float), encoding="utf-8")
-    curve = pd.DataFrame(history)[["epoch", "loss", "val_top1", "seconds"]]
-    md_path.write_text(
-        "# What pretraining gives on the embedded benchmark\n\n"
-        f"Written by `{command}` at commit `{str(data['commit'])[:10]}` (numbers: `{json_path.name}`; runs of other "
-        f"training code: {if_code_changed}).\n\n"
-        "## Pretraining on the disjoint corpus (`make pretrain`): loss and held-out top-1 per epoch\n\n"
-        + to_markdown(curve.round(4), index=False) +
-        "\n## Unseen-class mAP@all of the backbone before any fine-tuning (exact retrieval)\n\n"
-        + to_markdown(pd.DataFrame([zero]).round(4), index=False) +
-        "\n## ClusterRetri fine-tuned from the pretrained backbone with SAKE's distillation, against from scratch, and "
-        "L_DA from each start (mAP@all, exact retrieval; paired differences over training seeds, 95 % CI)\n\n" + to_markdown(effects.round(4), index=False)
-        + "\n## Every run\n\n" + to_markdown(runs.round(4), index=False), encoding="utf-8")
-    return [json_path, md_path]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zssbir.study.pretraining", description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", default=str(paths.project_root() / "docs" / "pretraining_effects"))
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--if-code-changed", default="retrain", choices=CODE_CHANGE_POLICIES,
-                        help="a finished run trained by other code: retrain (default), reuse or refuse")
-    args = parser.parse_args(argv)
-    folder = pretrain(PretrainSettings(), progress=True)
-    history = json.loads((folder / "pretrain.json").read_text(encoding="utf-8"))["history"]
-    base = run_config("study/clusterretri.yaml")
-    zero = zero_shot(base, args.device)
-    runs, effects = start_effects(base, args.seeds, args.device, args.if_code_changed)
-    command = "python -m zssbir.study.pretraining" + (f" --seeds {' '.join(map(str, args.seeds))}"
-                                                      if args.seeds != [0, 1, 2] else "")
-    for path in write(history, zero, runs, effects, Path(args.out), command, args.if_code_changed):
-        print(f"written {path}")
-    print(effects.round(4).to_string(index=False))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def sentences(info: dict, retrieval: dict, text: pd.DataFrame, digits: int = 3) -> list[str]:
+    """What the pretraining gives, in sentences computed from the three results above."""
+    last = info["history"][-1]
+    out = [f"Pretraining ({info['classes']} corpus classes, {len(info['history'])} epochs, "
+           f"{sum(h['seconds'] for h in info['history']):.0f} s of training) ends at held-out top-1 "
+           f"{last['val_top1']:.{digits}f} by its class head"
+           + (f" and {last['val_text_top1']:.{digits}f} by the nearest class caption" if "val_text_top1" in last
+              else "") + "."]
+    out.append(f"Before any fine-tuning, the pretrained backbone retrieves the benchmark's unseen classes at mAP@all "
+               f"{retrieval['pretrained']:.{digits}f}, against {retrieval['random']:.{digits}f} for a random one.")
+    for r in text.to_dict("records"):
+        out.append(f"Captions of the unseen classes, never seen in pretraining, label their {r['domain']}s with "
+                   f"top-1 {r['top1']:.{digits}f} (chance {r['chance']:.{digits}f}, {r['classes']} classes).")
+    return out

@@ -4,7 +4,9 @@ Run name: ``<method>_<dataset>_<backbone>_<key weights>[_p<digest>]_seed<seed>``
 ``lda<lambda_da>`` for ClusterRetri and ``w<weighting>_<loss>`` for DMWA; ``p<digest>`` is a short
 hash of every OTHER setting that differs from ``TrainConfig``'s defaults for that method (method_params included), so
 two configs that train differently never share a name, and the name of a default run stays short.
-Settings that do not change what is trained (``RUNTIME_FIELDS``) are left out.
+Settings that do not change what is trained (``RUNTIME_FIELDS``) are left out. The miniature's pretrained weights
+(``pretrained: pretrain``) enter the digest by their content key (``training.pretrain.content_key``), so a run
+fine-tuned from one pretraining is never reopened when the pretraining is redone with other code or settings.
 
 Code version: a sha256 per source file that decides what training produces (models, losses, the loop,
 datasets, samplers, transforms). A checkpoint records them, so a run trained by other code is never
@@ -38,10 +40,16 @@ def _named_settings(config: TrainConfig) -> tuple[list[str], set[str], set[str]]
 
 def changed_settings(config: TrainConfig) -> dict:
     """The settings of ``config`` that differ from the defaults and are not already spelled in its name."""
+    from .pretrain import PretrainSettings, content_key
+    from .pretrained_store import PRETRAINED_MINIATURE
+
     defaults = TrainConfig(method=config.method).to_dict()
     parts, named, named_params = _named_settings(config)
     skip = {"method", "dataset", "backbone", "seed", "method_params", *named, *RUNTIME_FIELDS}
     changed = {k: v for k, v in config.to_dict().items() if k not in skip and v != defaults[k]}
+    for k in ("pretrained", "teacher_weights"):  # the miniature's weights by the content that made them
+        if changed.get(k) == PRETRAINED_MINIATURE:
+            changed[k] = f"{PRETRAINED_MINIATURE}:{content_key(PretrainSettings())}"
     if config.method == "dmwa":
         from ..models.dmwa import DMWAParams
 
