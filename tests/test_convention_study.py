@@ -84,5 +84,8 @@ def test_pick_run(tmp_path, monkeypatch):
                rec("c_lda0.1_seed0__cluster", 0.1, 0, run_dir=str(tmp_path))]
     assert cs.pick_run(records, "d") == ("c_lda0.1_seed0", tmp_path)
     assert cs.pick_run(records, "d", "a_lda0_seed0") == ("a_lda0_seed0", tmp_path / "train" / "a_lda0_seed0")
+    pretrained = rec("z_lda0.1_seed0__exact", 0.1, 0)
+    pretrained["params"]["train"]["pretrained"] = "pretrain"
+    assert cs.pick_run(records + [pretrained], "d")[0] == "z_lda0.1_seed0"  # the study's start before scratch
     with pytest.raises(ValueError, match="no run 'x' on d.*a_lda0_seed0"):
         cs.pick_run(records, "d", "x")

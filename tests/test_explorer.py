@@ -18,7 +18,7 @@ from zssbir.study import runs
 from zssbir.study.explorer import EMPTY_DRAWING_HINT, Explorer, PairProbe, render_strokes
 from zssbir.study.pipeline import findings_html, polish_html
 
-TINY = {"dataset": "synthetic_tiny", "epochs": 1, "max_steps_per_epoch": 2, "batch_size": 12, "image_size": 32}
+TINY = {"dataset": "synthetic_tiny", "epochs": 1, "max_steps_per_epoch": 2, "batch_size": 12, "image_size": 48}
 
 
 def _untrained(settings: str, overrides: dict) -> runs.TrainedRun:

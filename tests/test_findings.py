@@ -49,3 +49,26 @@ def test_claim_table_pairs_the_right_rows_and_says_it_in_one_sentence():
     assert sentences[0].startswith('ClusterRetri, "L_DA improves retrieval": map@all 0.220 with L_DA against 0.310 '
                                    "without (baseline) over 3 paired seeds, a difference of -0.090")
     assert sentences[0].endswith("contradicted on this benchmark.")
+
+
+def test_components_are_compared_from_the_pretrained_start_and_the_start_against_scratch():
+    def rows(start, method, lda, label, values):
+        return [dict(r, start=start) for r in _rows(method, lda, "exact", label, values)]
+
+    both = "DMWA (weighting both, quadruplet), exact"
+    frame = pd.DataFrame(
+        rows("pretrained", "clusterretri", 0.0, None, [0.40, 0.42, 0.41]) + rows("pretrained", "clusterretri", 0.1,
+                                                                                None, [0.45, 0.46, 0.44])
+        + rows("scratch", "clusterretri", 0.0, None, [0.20, 0.25, 0.21]) + rows("scratch", "clusterretri", 0.1,
+                                                                               None, [0.10, 0.12, 0.11])
+        + rows("pretrained", "dmwa", 0.0, both, [0.5, 0.6, 0.55]) + rows("scratch", "dmwa", 0.0, both, [0.1, 0.2, 0.1])
+        + rows("pretrained", "dmwa", 0.0, "DMWA (weighting none, quadruplet), exact", [0.5, 0.5, 0.5]))
+    table = findings.claim_table(frame, "d").set_index("claim")
+    # L_DA from the pretrained start only: +0.04, not the scratch runs' -0.11
+    assert table.at["L_DA improves retrieval", "difference"] == pytest.approx(0.04)
+    assert table.at["the weight list improves alignment", "mean_with"] == pytest.approx(0.55)
+    assert table.at["a pretrained start improves on scratch (baseline)", "difference"] == pytest.approx(0.19)
+    assert table.at["a pretrained start improves on scratch (L_DA)", "mean_without"] == pytest.approx(0.11)
+    assert table.at["a pretrained start improves on scratch", "difference"] == pytest.approx(0.4167, abs=1e-4)
+    assert (table["paper"] == "DMWA").sum() == 2 and table.loc["a pretrained start improves on scratch", "paper"] == \
+        "DMWA"

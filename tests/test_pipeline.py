@@ -45,6 +45,23 @@ def test_bad_pipeline_file(tmp_path):
         load_pipeline(bad)
 
 
+def _effective(step, test: bool) -> dict:
+    """A step's parameters over its notebook's defaults."""
+    declared = papermill.inspect_notebook(str(paths.notebooks_dir() / step.notebook))
+    given = step.test_parameters if test else step.parameters
+    return {k: given[k] if k in given else ast.literal_eval(v["default"]) for k, v in declared.items()}
+
+
+def _trained_by_01(test: bool) -> list:
+    """The configs of every run the 01 steps train (``runs.run_grid`` of their parameters)."""
+    out = []
+    for step in (s for s in STEPS if s.notebook == "01_train.ipynb"):
+        p = _effective(step, test)
+        out += runs.run_grid(p["run_config"], p["overrides"], seeds=p["seeds"], starts=p["starts"],
+                             vary={"lambda_da": p["lambda_das"]})
+    return out
+
+
 def _stream_text(executed, contains: str) -> str:
     """The printed output of the first code cell whose source contains ``contains``."""
     cell = next(c for c in executed.cells if c.cell_type == "code" and contains in c.source)
@@ -72,22 +89,27 @@ def test_every_notebook_runs_with_tiny_parameters(isolated_dirs):
     # 01 wrote one results file per run and procedure, with the run's settings and values in range
     train_steps = [s for s in STEPS if s.notebook == "01_train.ipynb"]
     results = {r["name"]: r for r in load_results(isolated_dirs / "runs" / "results")}
-    for step in train_steps:
-        config = runs.run_config("study/clusterretri.yaml", step.test_parameters["overrides"])
+    grid = _trained_by_01(test=True)
+    assert {runs.start_of(c) for c in grid} == {"pretrained", "scratch"} and len({runs.run_name(c) for c in grid}) == 8
+    for config in grid:
         for procedure in ("exact", "cluster"):
             record = results[f"{runs.run_name(config)}__{procedure}"]
             assert record["params"]["train"] == config.to_dict()
             assert record["params"]["retrieval"]["kind"] == procedure
             assert set(record["metrics"]) == {"map@all", "prec@100", "map@200", "prec@200"}
             assert all(0 <= m["value"] <= 1 for m in record["metrics"].values())
+    for step in train_steps:
         closing = _stream_text(nbformat.read(out / f"{step.name}.ipynb", as_version=4), "run_sentences")
         assert "exact: map@all" in closing and "(chance " in closing
+    pretraining = _stream_text(nbformat.read(out / "00_pretraining.ipynb", as_version=4), "pretraining.sentences")
+    assert "the pretrained backbone retrieves the benchmark's unseen classes at mAP@all" in pretraining
+    assert "label their photos with top-1" in pretraining
     # 02 and 03 analysed exactly the runs 01 trained (no training of their own)
     analysis = next(s for s in STEPS if s.notebook == "03_cluster_analysis.ipynb")
     opened = _stream_text(nbformat.read(out / f"{analysis.name}.ipynb", as_version=4), "open_run")
     expected = runs.run_name(runs.run_config("study/clusterretri.yaml", analysis.test_parameters["overrides"]))
     assert opened.startswith(f"run {expected}:")
-    assert len(list((isolated_dirs / "runs" / "train").glob("clusterretri_*"))) == len(train_steps)
+    assert len(list((isolated_dirs / "runs" / "train").glob("clusterretri_*"))) == len(grid)
     assert "Sketch-photo mmd over the whole split" in _stream_text(
         nbformat.read(out / "02_distribution_alignment.ipynb", as_version=4), "alignment.sentences")
     # 04's ablations and 05's claims and headline
@@ -95,47 +117,53 @@ def test_every_notebook_runs_with_tiny_parameters(isolated_dirs):
     assert {r["params"]["label"].rsplit(", ", 1)[0] for r in dmwa} == {
         "DMWA (weighting both, quadruplet)", "DMWA (weighting none, quadruplet)", "DMWA (weighting both, triplet)"}
     assert {r["seed"] for r in dmwa} == {0, 1}
+    scratch = {r["params"]["label"] for r in dmwa if not r["params"]["train"]["pretrained"]}
+    assert {label.rsplit(", ", 1)[0] for label in scratch} == {"DMWA (weighting both, quadruplet)"}
     headline = json.loads((out / "tables" / "headline.json").read_text())
-    assert len(headline["claims"]) == 4 and all("paired seeds" in c for c in headline["claims"])
+    assert len(headline["claims"]) == 7 and all("paired seeds" in c for c in headline["claims"])
+    assert sum("a pretrained start improves on scratch" in c for c in headline["claims"]) == 3
+    assert any(r["row"].endswith(", from scratch") for r in headline["rows"])
     assert any(r["row"] == "chance (random ranking)" for r in headline["rows"])
     assert all((out / f).is_file() for f in headline["figures"])
 
 
 def test_analysis_notebooks_open_runs_that_the_training_notebook_trains():
-    """02 and 03 only open runs: each run they name (and 02's baseline) is one that a 01 step trains."""
+    """02 and 03 only open runs: each run they name (and 02's baseline) is one that the 01 step trains."""
     for test in (False, True):
-        trained = {runs.run_name(runs.run_config("study/clusterretri.yaml",
-                                                 (s.test_parameters if test else s.parameters)["overrides"]))
-                   for s in STEPS if s.notebook == "01_train.ipynb"}
+        trained = {runs.run_name(c) for c in _trained_by_01(test)}
         for step in STEPS:
             if step.notebook not in ("02_distribution_alignment.ipynb", "03_cluster_analysis.ipynb"):
                 continue
-            declared = papermill.inspect_notebook(str(paths.notebooks_dir() / step.notebook))
-            params = step.test_parameters if test else step.parameters
-            overrides = params.get("overrides", {})
-            named = [overrides]
-            if "baseline_overrides" in declared:
-                named.append({**overrides, **params.get("baseline_overrides", ast.literal_eval(
-                    declared["baseline_overrides"]["default"]))})
+            params = _effective(step, test)
+            named = [params["overrides"]] + ([{**params["overrides"], **params["baseline_overrides"]}]
+                                             if "baseline_overrides" in params else [])
             for o in named:
                 assert runs.run_name(runs.run_config("study/clusterretri.yaml", o)) in trained, (step.name, o, test)
 
 
+def test_the_report_trains_five_paired_seeds_of_every_claim():
+    """The report's parameters: both starts and both L_DA weights over five seeds in 01; in 04 both starts of the main
+    variant and the two ablations the paper's claims need, over the same five seeds."""
+    grid = _trained_by_01(test=False)
+    seeds = {c.seed for c in grid}
+    assert seeds == {0, 1, 2, 3, 4} and len(grid) == 20
+    assert {(runs.start_of(c), c.lambda_da) for c in grid} == {(s, l) for s in ("pretrained", "scratch")
+                                                               for l in (0.0, 0.1)}
+    dmwa = _effective(next(s for s in STEPS if s.notebook == "04_dmwa.ipynb"), test=False)
+    assert set(dmwa["seeds"]) == seeds and dmwa["starts"] == ["pretrained", "scratch"]
+    assert {"none", "both"} <= set(dmwa["ablation_weightings"]) and "triplet" in dmwa["ablation_losses"]
+
+
 def test_explorer_opens_runs_that_the_training_notebooks_train():
-    """06_explore opens a ClusterRetri run of a 01 step and 04's main DMWA run, in the report and in the tests."""
+    """06_explore opens a ClusterRetri run of the 01 step and 04's main DMWA run, in the report and in the tests."""
     explore = next(s for s in STEPS if s.notebook == "06_explore.ipynb")
     assert STEPS.index(explore) > max(STEPS.index(s) for s in STEPS if s.notebook in ("01_train.ipynb", "04_dmwa.ipynb"))
-    declared = papermill.inspect_notebook(str(paths.notebooks_dir() / explore.notebook))
     dmwa = next(s for s in STEPS if s.notebook == "04_dmwa.ipynb")
     for test in (False, True):
-        params = explore.test_parameters if test else explore.parameters
-        trained = {runs.run_name(runs.run_config("study/clusterretri.yaml",
-                                                 (s.test_parameters if test else s.parameters)["overrides"]))
-                   for s in STEPS if s.notebook == "01_train.ipynb"}
-        overrides = params.get("overrides", ast.literal_eval(declared["overrides"]["default"]))
-        assert runs.run_name(runs.run_config("study/clusterretri.yaml", overrides)) in trained, test
-        d = dmwa.test_parameters if test else dmwa.parameters
-        main = {**d.get("overrides", {}), "seed": d["seeds"][0]}
-        dmwa_overrides = params.get("dmwa_overrides", ast.literal_eval(declared["dmwa_overrides"]["default"]))
-        assert runs.run_name(runs.run_config("study/dmwa.yaml", dmwa_overrides)) == \
+        params = _effective(explore, test)
+        trained = {runs.run_name(c) for c in _trained_by_01(test)}
+        assert runs.run_name(runs.run_config("study/clusterretri.yaml", params["overrides"])) in trained, test
+        d = _effective(dmwa, test)
+        main = {**d["overrides"], "seed": d["seeds"][0]}
+        assert runs.run_name(runs.run_config("study/dmwa.yaml", params["dmwa_overrides"])) == \
             runs.run_name(runs.run_config("study/dmwa.yaml", main)), test

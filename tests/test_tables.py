@@ -17,8 +17,9 @@ def _conv(metric, preset="clusterretri", ties="stable", **override):
 
 
 def _write(folder, name, seed, values, *, method="clusterretri", lambda_da=0.1, retrieval=None, dataset="synthetic",
-           label=None, ties="stable", protocol=None, **override):
-    params = {"train": {"method": method, "backbone": "small", "lambda_da": lambda_da, "seed": seed},
+           label=None, ties="stable", protocol=None, pretrained=None, **override):
+    params = {"train": {"method": method, "backbone": "small", "lambda_da": lambda_da, "seed": seed,
+                        "pretrained": pretrained},
               "retrieval": retrieval or {"kind": "exact", "metric": "cosine"}, "method": method, "dataset": dataset}
     if protocol:
         params["protocol"] = protocol
@@ -168,3 +169,17 @@ def test_chance_rows_are_results_files_in_the_table(isolated_dirs):
     assert maps.nunique() == 3 and (maps > 1 / 3).all() and (maps < 0.7).all()  # AP of a random order exceeds n/N
     table = tables.study_table(frame, "synthetic_tiny")
     assert "(3 seeds)" in table.loc[CHANCE_LABEL, "map@all"]
+
+
+def test_scratch_rows_are_named_only_beside_pretrained_ones(study, tmp_path):
+    assert not tables.study_frame(study)["row"].str.contains("scratch").any()  # one start: no suffix
+    for seed in range(2):
+        _write(study, f"pre_s{seed}__exact", seed, (0.6, 0.4), lambda_da=0.0, pretrained="pretrain")
+    frame = tables.study_frame(study)
+    rows = set(frame["row"])
+    assert "exact retrieval baseline (no L_DA)" in rows and "exact retrieval baseline (no L_DA), from scratch" in rows
+    assert set(frame.loc[frame["row"].str.endswith("from scratch"), "name"].str[:3]) == {"bas", "cr_", "dmw"}
+    other = tmp_path / "other"
+    _write(other, "a__exact", 0, (0.6, 0.4), pretrained="pretrain")
+    _write(other, "chance_x_seed0", 0, (0.1, 0.1), method="chance")
+    assert not tables.study_frame(other)["row"].str.contains("scratch").any()

@@ -82,7 +82,7 @@ def matrix_scores(scores, query_labels, gallery_labels, *, name: str = "scores",
 def pick_run(records: list[dict], dataset: str, run: str = "") -> tuple[str, Path]:
     """(run name, run folder) of the run whose features to study: the results files' run named ``run``
     (the part of a results name before '__'), or by default the first ClusterRetri L_DA 0.1 seed 0 run
-    of ``dataset``. The folder is the file's ``extra.run_dir``, else ``<runs>/train/<run name>``."""
+    of ``dataset``, one from pretrained weights (the study's default start) before one from scratch. The folder is the file's ``extra.run_dir``, else ``<runs>/train/<run name>``."""
     def wanted(r) -> bool:
         p = r.get("params", {})
         if p.get("dataset") != dataset:
@@ -91,7 +91,8 @@ def pick_run(records: list[dict], dataset: str, run: str = "") -> tuple[str, Pat
             return r["name"].split("__")[0] == run
         return p.get("method") == "clusterretri" and p.get("train", {}).get("lambda_da") == 0.1 and r["seed"] == 0
 
-    found = sorted((r for r in records if wanted(r)), key=lambda r: r["name"])
+    found = sorted((r for r in records if wanted(r)),
+                   key=lambda r: (not r.get("params", {}).get("train", {}).get("pretrained"), r["name"]))
     if not found:
         runs = sorted({r["name"].split("__")[0] for r in records if r.get("params", {}).get("dataset") == dataset})
         what = f"run {run!r}" if run else "ClusterRetri run with L_DA 0.1 and seed 0"

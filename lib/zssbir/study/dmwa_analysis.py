@@ -89,22 +89,20 @@ def pair_grid(rows: pd.DataFrame, quads: QuadrupletDataset, title: str):
 
 
 def run_ablations(base: TrainConfig, variants: list[dict], seeds: list[int], *, preset: str,
-                  cluster: tuple[int, int, str] | None, device: str = "auto", if_code_changed: str = "refuse"):
+                  cluster: tuple[int, int, str] | None, starts: tuple[str, ...] = ("pretrained",), device: str = "auto",
+                  if_code_changed: str = "refuse"):
     """Train (or reuse) every variant's run with every seed and score it on the unseen split (results files
-    labelled by ``variant_label``); returns the paths of the written results files."""
+    labelled by ``variant_label``); the main variant (the first) also from every other start (``runs.STARTS``).
+    Returns the paths of the written results files."""
     import dataclasses
 
-    from .runs import trained_run
-    from .scoring import score_and_record
+    from .runs import start_overrides, train_and_score
 
-    written = []
-    for params in variants:
-        for seed in seeds:
-            run = trained_run(dataclasses.replace(base, method_params=params, seed=seed), device=device,
-                              progress=False, if_code_changed=if_code_changed)
-            paths = score_and_record(run.model, run.config, run.name, preset=preset, cluster=cluster,
-                                     label=variant_label(params), device=device,
-                                     extra={"best_epoch": run.best_epoch, "run_dir": str(run.run_dir)})
-            written += list(paths.values())
-            print(f"{run.name}: best epoch {run.best_epoch + 1}")
-    return written
+    configs, labels = [], []
+    for i, start in enumerate(starts):
+        for params in variants if i == 0 else variants[:1]:
+            for seed in seeds:
+                configs.append(dataclasses.replace(base, **start_overrides(start), method_params=params, seed=seed))
+                labels.append(variant_label(params))
+    return train_and_score(configs, preset=preset, cluster=cluster, labels=labels, device=device,
+                           if_code_changed=if_code_changed)

@@ -112,8 +112,8 @@ def load_results(source: str | Path) -> list[dict]:
 
 
 def results_frame(records: list[dict]) -> "pd.DataFrame":
-    """One row per (results file, metric): run parameters (``label``: the optional ``params["label"]``),
-    retrieval procedure, value, tie policy and convention."""
+    """One row per (results file, metric): run parameters (``label``: the optional ``params["label"]``; ``start``:
+    pretrained or scratch, None for the chance rows), retrieval procedure, value, tie policy and convention."""
     import pandas as pd
 
     rows = []
@@ -126,6 +126,7 @@ def results_frame(records: list[dict]) -> "pd.DataFrame":
             rows.append({"name": r["name"], "label": params.get("label"), "method": params.get("method"),
                          "dataset": params.get("dataset"), "photo_set": params.get("photo_set"),
                          "backbone": train.get("backbone"), "lambda_da": train.get("lambda_da"), "seed": r["seed"],
+                         "start": ("pretrained" if train.get("pretrained") else "scratch") if train else None,
                          "retrieval": retrieval.get("kind"), "M": retrieval.get("M"), "K": retrieval.get("K"),
                          "variant": retrieval.get("variant"), "tie_order": retrieval.get("ties"),
                          "protocol": params.get("protocol") or train.get("protocol") or "clean", "metric": metric,

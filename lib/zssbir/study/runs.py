@@ -23,6 +23,23 @@ from ..training.identity import CODE_CHANGE_POLICIES, code_changes, default_run_
 from ..training.loop import TrainResult, load_trained, train
 
 
+# named starting points: "pretrained" keeps the settings file's (the study configs: the miniature's pretraining with
+# SAKE's distillation from its frozen teacher); "scratch" trains every weight from random initialisation
+STARTS = {"pretrained": {}, "scratch": {"pretrained": None, "teacher_weights": None, "lambda_kd": 0.0}}
+
+
+def start_overrides(start: str) -> dict:
+    """The overrides of a named starting point (``STARTS``)."""
+    if start not in STARTS:
+        raise ValueError(f"unknown start {start!r}: use one of {', '.join(STARTS)}")
+    return dict(STARTS[start])
+
+
+def start_of(config: TrainConfig) -> str:
+    """``"pretrained"`` when the run's backbone starts from weights, else ``"scratch"``."""
+    return "pretrained" if config.pretrained else "scratch"
+
+
 class RunNotFoundError(FileNotFoundError):
     """The run a notebook names has not been trained (or not to its end)."""
 
@@ -57,6 +74,23 @@ def run_config(run_config: str | Path, overrides: dict | None = None, **runtime)
     values.update(overrides or {})
     values.update({k: v for k, v in runtime.items() if v not in (None, "")})
     return TrainConfig.from_dict(values)
+
+
+def run_grid(settings_file: str | Path, overrides: dict | None = None, *, seeds: list[int],
+             starts: list[str] | tuple[str, ...] = ("pretrained",), vary: dict[str, list] | None = None,
+             **runtime) -> list[TrainConfig]:
+    """The configs of every start (``STARTS``) x every combination of the ``vary`` values (field -> values) x seed,
+    each on top of the settings file and ``overrides``; the first (first start, first values, first seed) is the
+    main run."""
+    import itertools
+
+    vary = vary or {}
+    if not seeds or not starts or any(not values for values in vary.values()):
+        raise ValueError(f"a run grid needs at least one seed, start and value of each varied field; got seeds "
+                         f"{seeds}, starts {starts}, {vary}")
+    return [run_config(settings_file, {**(overrides or {}), **start_overrides(start), **dict(zip(vary, values)),
+                                       "seed": seed}, **runtime)
+            for start in starts for values in itertools.product(*vary.values()) for seed in seeds]
 
 
 def train_run(config: TrainConfig, *, progress: bool = True, if_code_changed: str = "refuse") -> TrainResult:
@@ -94,6 +128,23 @@ def trained_run(config: TrainConfig, *, device: str = "auto", progress: bool = T
     """Train (or resume, or reload) the run of ``config`` and open it: what a training notebook calls."""
     train_run(config, progress=progress, if_code_changed=if_code_changed)
     return open_run(config, device=device, if_code_changed="reuse")
+
+
+def train_and_score(configs: list[TrainConfig], *, preset: str, cluster: tuple[int, int, str] | None,
+                    labels: list[str | None] | None = None, device: str = "auto",
+                    if_code_changed: str = "refuse") -> list[Path]:
+    """Train (or reuse) the run of every config and score it on the unseen split (``scoring.score_and_record``,
+    results files labelled by ``labels``); returns the paths of the written results files."""
+    from .scoring import score_and_record
+
+    written = []
+    for config, label in zip(configs, labels or [None] * len(configs)):
+        run = trained_run(config, device=device, progress=False, if_code_changed=if_code_changed)
+        paths_ = score_and_record(run.model, run.config, run.name, preset=preset, cluster=cluster, label=label,
+                                  device=device, extra={"best_epoch": run.best_epoch, "run_dir": str(run.run_dir)})
+        written += list(paths_.values())
+        print(f"{run.name}: best epoch {run.best_epoch + 1}")
+    return written
 
 
 def train_command(run_config: str | Path, overrides: dict | None = None) -> str:

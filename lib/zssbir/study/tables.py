@@ -2,7 +2,7 @@
 
 Study table (one per data set): one row per method and variant, labelled by the results file's
 ``params["label"]`` when it has one, else derived from method, L_DA weight and retrieval
-procedure; one column per metric as 'mean ± std (n seeds)'; a ``ties`` column (the tie policy of
+procedure (", from scratch" appended to runs without pretrained weights when a data set has both starts); one column per metric as 'mean ± std (n seeds)'; a ``ties`` column (the tie policy of
 each row's ranking) and a last row giving each column's metric convention (AP flavour, @K
 denominator, averaging). A column whose rows used different conventions says MIXED and names
 the rows of each convention.
@@ -58,12 +58,21 @@ def study_frame(source: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(
             f"no results files in {source}. They are written by notebooks/01_train.ipynb (ClusterRetri and the "
             "baseline) and the DMWA notebook; `make reports` runs them all before the tables.")
-    frame = results_frame(records)
+    return row_labels(results_frame(records))
+
+
+def row_labels(frame: pd.DataFrame) -> pd.DataFrame:
+    """A ``results_frame`` with its ``procedure`` and final ``row`` label per file (see ``study_frame``)."""
+    frame = frame.copy()
     frame["procedure"] = [procedure_text(*v) for v in frame[_PROCEDURE_KEYS].itertuples(index=False)]
     derived = [derived_label(*v) for v in frame[["method", "lambda_da"] + _PROCEDURE_KEYS].itertuples(index=False)]
     frame["row"] = [lab if isinstance(lab, str) and lab else d for lab, d in zip(frame["label"], derived)]
     shared = frame.groupby("row")["procedure"].transform("nunique") > 1
     frame.loc[shared, "row"] = frame.loc[shared, "row"] + ", " + frame.loc[shared, "procedure"]
+    runs = frame["method"] != "chance"
+    mixed = runs & (frame[runs].groupby("dataset")["start"].transform("nunique").reindex(frame.index) > 1)
+    scratch = mixed & (frame["start"] == "scratch")
+    frame.loc[scratch, "row"] = frame.loc[scratch, "row"] + ", from scratch"
     several = frame.groupby("dataset")["backbone"].transform("nunique") > 1
     frame.loc[several, "row"] = frame.loc[several, "row"] + ", backbone " + frame.loc[several, "backbone"].astype(str)
     scored = frame["method"] != "chance"
