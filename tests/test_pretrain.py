@@ -170,3 +170,12 @@ def test_pretrained_weights_by_name_and_their_misuse_are_explained(isolated_dirs
     with pytest.raises(FileNotFoundError, match="head.pt is missing: .*rebuild both with `make pretrain`"):
         build_backbone("small", embed_dim=32, image_size=32, pretrained=str(lone), imagenet_head=True,
                        **TINY.backbone_params)
+
+
+def test_the_readme_quotes_the_committed_pretraining_record():
+    settings = pt.PretrainSettings()
+    info = json.loads((files.committed_dir(settings, pt.content_key(settings)) / "pretrain.json").read_text())
+    last = info["history"][-1]
+    readme = " ".join((paths.project_root() / "README.md").read_text().split())
+    assert (f"records {len(info['history'])} epochs ending at held-out top-1 {last['val_top1']:.3f} by the class head "
+            f"and {last['val_text_top1']:.3f} by the nearest class caption") in readme

@@ -50,6 +50,7 @@ def test_zero_shot_measures_use_the_pretrained_backbone_and_text_tower(tiny_pret
     lines = pretraining.sentences(info, retrieval, text)
     assert f"mAP@all {retrieval['pretrained']:.3f}, against {retrieval['random']:.3f}" in lines[1]
     assert f"label their photos with top-1 {photos['top1']:.3f} (chance {1 / len(unseen):.3f}" in lines[2]
+    assert "label their sketches with top-1" in lines[3]
     assert f"held-out top-1 {history['val_top1'].iloc[-1]:.3f}" in lines[0]
 
 

@@ -90,7 +90,8 @@ def sentences(info: dict, retrieval: dict, text: pd.DataFrame, digits: int = 3) 
               else "") + "."]
     out.append(f"Before any fine-tuning, the pretrained backbone retrieves the benchmark's unseen classes at mAP@all "
                f"{retrieval['pretrained']:.{digits}f}, against {retrieval['random']:.{digits}f} for a random one.")
+    plural = {"photo": "photos", "sketch": "sketches"}
     for r in text.to_dict("records"):
-        out.append(f"Captions of the unseen classes, never seen in pretraining, label their {r['domain']}s with "
+        out.append(f"Captions of the unseen classes, never seen in pretraining, label their {plural[r['domain']]} with "
                    f"top-1 {r['top1']:.{digits}f} (chance {r['chance']:.{digits}f}, {r['classes']} classes).")
     return out
