@@ -53,6 +53,7 @@ import math
 import numpy as np
 import torch
 
+from .adc_sums import gather_sum, gather_sum_cellmajor
 from .cell_ranks import CellRanker, cells_of
 from .metrics import DEFAULT_METRICS, MetricResult, evaluate, evaluate_rank_blocks, resolve_convention
 from .exact_search import as_features, l2_normalize
@@ -61,7 +62,6 @@ VARIANTS = ("adc", "fuse", "rerank")
 KMEANS_BACKENDS = ("faiss", "scipy")
 PATHS = ("auto", "cells", "scores")  # how ClusterIndex.evaluate ranks (see choose_path)
 _CELL_KWARGS = {"ap", "map_k_denominator", "prec_k_denominator", "average", "skip_missing", "num_threads"}
-_FUSED_FROM_M = 3  # gather_sum: fused gather-add from this many sub-spaces on (measured faster from M = 3-4)
 DEFAULT_SEED = 123  # the authors' k-means seed
 DEFAULT_FUSE_WEIGHT = 0.2  # lambda_f of the released logs
 
@@ -330,37 +330,6 @@ class ClusterIndex:
         order = {"ties": ties, "seed": seed if ties == "random" else None, "higher_is_better": False}
         return evaluate_rank_blocks(rank_blocks, query_labels, gallery_labels, order, metrics=metrics, preset=preset,
                                     **convention)
-
-
-def gather_sum(lut: torch.Tensor, cols: torch.Tensor, out: torch.Tensor, tmp: torch.Tensor) -> torch.Tensor:
-    """ADC from tables, query-major: ``out[b, n] = lut[b, cols[n, 0]] + lut[b, cols[n, 1]] + ... +
-    lut[b, cols[n, M - 1]]``, summed from left to right in float32, so that the same entries always
-    give bit-identical sums. ``lut`` (B, M K) tables, ``cols`` (n, M) int64 columns, ``out``/``tmp``
-    (B, n) float32 buffers. M < 3: one ``index_select`` per sub-space over the (B, n) block; larger
-    M: ``gather_sum_cellmajor`` (one fused pass instead of M), transposed into ``out``."""
-    if cols.shape[1] < _FUSED_FROM_M:
-        torch.index_select(lut, 1, cols[:, 0].contiguous(), out=out)
-        for m in range(1, cols.shape[1]):
-            out.add_(torch.index_select(lut, 1, cols[:, m].contiguous(), out=tmp))
-        return out
-    out.copy_(gather_sum_cellmajor(lut.T.contiguous(), cols).T)
-    return out
-
-
-def gather_sum_cellmajor(lut_t: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """The same sums, item- (or cell-) major: ``(n, B)`` from the transposed tables ``lut_t`` (M K, B),
-    whose rows are the B contiguous entries of one table column. M < 3: ``index_select`` of rows
-    per sub-space; larger M: one fused gather-add, ``embedding_bag(cols, lut_t, mode="sum")``, whose
-    CPU kernel starts from zero and adds the M rows in index order: the same left-to-right sum
-    (0 + t_0 = t_0; table entries are never -0.0). ``tests/test_cluster_paths.py`` checks
-    bit-equality with the per-sub-space sum on entries of mixed magnitudes, where another order
-    would round differently."""
-    if cols.shape[1] < _FUSED_FROM_M:
-        out = torch.index_select(lut_t, 0, cols[:, 0].contiguous())
-        for m in range(1, cols.shape[1]):
-            out.add_(torch.index_select(lut_t, 0, cols[:, m].contiguous()))
-        return out
-    return torch.nn.functional.embedding_bag(cols, lut_t, mode="sum")
 
 
 def encode(gallery: torch.Tensor, centroids: np.ndarray) -> np.ndarray:
