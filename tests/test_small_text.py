@@ -48,6 +48,12 @@ def test_encoding_ignores_padding_and_the_file_round_trips(tmp_path):
         st.load_small_text_encoder(tmp_path / "other.pt")
     with pytest.raises(FileNotFoundError, match="make pretrain"):
         st.load_small_text_encoder(tmp_path / "missing.pt")
+    broken = enc.file_state()
+    for change in ({"state_dict": {}}, {"settings": {**broken["settings"], "width": 32, "heads": 2}},
+                   {"settings": {**broken["settings"], "colour": 1}}):
+        torch.save({**broken, **change}, tmp_path / "broken.pt")
+        with pytest.raises(ValueError, match="does not hold a text tower of its own settings .*make pretrain"):
+            st.load_small_text_encoder(tmp_path / "broken.pt")
 
 
 def test_contrastive_logits_are_scaled_cosines():

@@ -95,8 +95,12 @@ def load_small_text_encoder(path: str | Path) -> SmallTextEncoder:
     state = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(state, dict) or not {"vocabulary", "settings", "state_dict"} <= set(state):
         raise ValueError(f"{path} is not a small text tower file (word list, settings and weights)")
-    encoder = SmallTextEncoder(state["vocabulary"], **state["settings"])
-    encoder.load_state_dict(state["state_dict"])
+    try:
+        encoder = SmallTextEncoder(state["vocabulary"], **state["settings"])
+        encoder.load_state_dict(state["state_dict"])
+    except (RuntimeError, TypeError, ValueError) as err:  # weights of other settings, unknown settings
+        raise ValueError(f"{path} does not hold a text tower of its own settings ({str(err).splitlines()[0]}); "
+                         "rebuild it with `make pretrain`") from None
     return encoder.requires_grad_(False).eval()
 
 
