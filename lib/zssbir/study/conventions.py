@@ -82,7 +82,8 @@ def matrix_scores(scores, query_labels, gallery_labels, *, name: str = "scores",
 def pick_run(records: list[dict], dataset: str, run: str = "") -> tuple[str, Path]:
     """(run name, run folder) of the run whose features to study: the results files' run named ``run``
     (the part of a results name before '__'), or by default the first ClusterRetri L_DA 0.1 seed 0 run
-    of ``dataset``, one from pretrained weights (the study's default start) before one from scratch. The folder is the file's ``extra.run_dir``, else ``<runs>/train/<run name>``."""
+    of ``dataset``, one from pretrained weights (the study's default start) before one from scratch. The folder
+    is the file's ``extra.run_dir``, else ``<runs>/train/<run name>``."""
     def wanted(r) -> bool:
         p = r.get("params", {})
         if p.get("dataset") != dataset:
