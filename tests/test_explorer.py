@@ -15,7 +15,8 @@ from zssbir.eval.relevant_ranks import rank_positions, ranked_order
 from zssbir.models.dmwa import cross_attention_score
 from zssbir.models.factory import build_model
 from zssbir.study import runs
-from zssbir.study.explorer import EMPTY_DRAWING_HINT, Explorer, PairProbe, render_strokes
+from zssbir.study.explorer import EMPTY_DRAWING_HINT, Explorer, render_strokes
+from zssbir.study.explorer_pairs import PairProbe
 from zssbir.study.pipeline import findings_html, polish_html
 
 TINY = {"dataset": "synthetic_tiny", "epochs": 1, "max_steps_per_epoch": 2, "batch_size": 12, "image_size": 48}

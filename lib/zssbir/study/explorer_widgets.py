@@ -17,7 +17,9 @@ import matplotlib.pyplot as plt
 import ipywidgets as W
 
 from ..eval.cluster_retrieval import DEFAULT_FUSE_WEIGHT, VARIANTS
-from .explorer import Explorer, PairProbe, attention_figure, cell_image, ranking_image
+from .explorer import Explorer
+from .explorer_pairs import PairProbe, attention_figure
+from .explorer_tiles import cell_image, ranking_image
 
 CANVAS_SIZE = 256
 SOURCES = ("unseen sketch", "my drawing")
