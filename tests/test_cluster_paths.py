@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 import itertools
+import os
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -20,7 +24,7 @@ from zssbir.eval import cell_ranks
 from zssbir.eval.cell_ranks import CellRanker, cells_of
 from zssbir.eval.cluster_grid import grid
 from zssbir.eval.adc_sums import gather_sum, gather_sum_cellmajor
-from zssbir.eval.cluster_retrieval import ClusterIndex, Prepared, evaluate_clustered, prepare_features
+from zssbir.eval.cluster_retrieval import ClusterIndex, Prepared, encode, evaluate_clustered, prepare_features
 from zssbir.eval.metrics import PRESETS
 from zssbir.eval.relevant_ranks import label_index, rank_positions
 
@@ -149,16 +153,39 @@ def test_cell_ranker_matches_relevant_ranks_on_any_distances(chunk, monkeypatch)
     """CellRanker on arbitrary float32 cell distances (negative, -0.0, huge, many ties, empty cells)
     gives the ranks relevant_ranks computes from the item distances dist[:, cell_of]."""
     monkeypatch.setattr(cell_ranks, "_CHUNK_ELEMENTS", chunk)
-    for dist, cell_of, gl, ql in distance_cases():
-        sizes = np.bincount(cell_of, minlength=dist.shape[1])
-        for ties, seed in [("stable", None), ("random", 3)]:
+    assert_ranker_matches_relevant_ranks(distance_cases(), random_seed=3)
+
+
+def wide_distance_cases():
+    """Thousands of cells, classes spread over hundreds of them (many thresholds a query, so lookup
+    buckets with several thresholds, and the kept cells below and above them), distances with few
+    significant bits (exact ties across cells), a wide range or one narrow band."""
+    rng = np.random.default_rng(11)
+    for case in range(6):
+        C, n_q = int(rng.integers(1500, 4000)), 7
+        base = rng.random((n_q, C)) * [1.0, 1e-3, 1e6][case % 3] + [0.0, 1.0, 0.0][case % 3]
+        if case % 2:  # few significant bits: many exact ties between cells (and with thresholds)
+            base = np.round(base * 64) / 64
+        dist = base.astype(np.float32)
+        n = C + int(rng.integers(0, C))
+        cell_of = np.concatenate([np.arange(C), rng.integers(0, C, n - C)])[rng.permutation(n)]
+        gl = rng.integers(0, 5, n)
+        ql = rng.integers(0, 5, n_q)
+        yield dist, cell_of, gl, ql
+
+
+def assert_ranker_matches_relevant_ranks(cases, random_seed: int, rows_per_block: int = 5):
+    """For every (cell distances (Q, C), cell_of, gallery labels, query labels) case, ties stable and
+    random: CellRanker's ranks of every query equal relevant_ranks' on the item distances."""
+    for dist, cell_of, gl, ql in cases:
+        for ties, seed in [("stable", None), ("random", random_seed)]:
             expected = rank_positions(dist[:, cell_of], ql, gl, higher_is_better=False, ties=ties, seed=seed)
-            labels = label_index(ql, gl)
-            ranker = CellRanker(cell_of, sizes, labels, ties, seed)
+            ranker = CellRanker(cell_of, np.bincount(cell_of, minlength=dist.shape[1]), label_index(ql, gl), ties,
+                                seed)
             got = [np.empty(0, np.int64)] * len(ql)
             with ThreadPoolExecutor(2) as pool:
-                for start in range(0, len(ql), 5):
-                    end = min(start + 5, len(ql))
+                for start in range(0, len(ql), rows_per_block):
+                    end = min(start + rows_per_block, len(ql))
                     block = ranker.rank_block(start, end, lambda a, b, s=start: dist[s + a:s + b].T, pool, 2)
                     for rows, ranks in block.groups:
                         assert ranks.dtype == np.int64 and ranks.flags.c_contiguous
@@ -166,6 +193,24 @@ def test_cell_ranker_matches_relevant_ranks_on_any_distances(chunk, monkeypatch)
                             got[i] = r
             for i, (g, e) in enumerate(zip(got, expected)):
                 np.testing.assert_array_equal(g, e, err_msg=f"query {i}, ties={ties}")
+
+
+def test_cell_ranker_on_many_cells_and_thresholds():
+    """The lookup table and the kept cells at the size of a real gallery's cells: ranks equal those of
+    relevant_ranks on the item distances, ties stable and random."""
+    assert_ranker_matches_relevant_ranks(wide_distance_cases(), random_seed=4)
+
+
+def test_cell_rank_kernel_stays_inside_its_arrays():
+    """The compiled kernel indexes without bounds checks. Run the hostile layouts again with numba's
+    bounds checking on (a fresh compile in a temporary cache): an index outside an array raises there."""
+    cache = os.path.join(tempfile.gettempdir(), "zssbir-numba-boundscheck")  # only ever holds bounds-checked code
+    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": cache}
+    code = ("import numba, sys; assert numba.config.BOUNDSCHECK; import pytest; "
+            "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', __file__, '-k', "
+            "'random_layouts or any_distances or many_cells or exact_ties']))").replace("__file__", repr(__file__))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 def test_cells_of_groups_equal_code_tuples():
@@ -307,3 +352,51 @@ def test_path_choice_and_errors():
             messages.append(str(err.value))
         assert messages[0] == messages[1], messages
     assert "NaN or inf (first at query 4, gallery item 0)" in messages[0]
+
+
+def encode_float64(gallery: torch.Tensor, centroids: np.ndarray) -> np.ndarray:
+    """The reference codes (the original implementation): nearest centroid by float64 |c|^2 - 2 x.c,
+    exact ties to the lowest index."""
+    M, K, ds = centroids.shape
+    x = gallery.double()
+    codes = np.empty((len(x), M), dtype=np.int64)
+    for m in range(M):
+        c = torch.from_numpy(centroids[m]).double()
+        codes[:, m] = ((c * c).sum(1)[None, :] - 2 * x[:, m * ds:(m + 1) * ds] @ c.T).argmin(1).numpy()
+    return codes
+
+
+def test_encode_gives_the_float64_codes_on_near_and_exact_ties():
+    """encode works in float32 and redoes the rows it cannot certify in float64. Items put halfway
+    between two centroids and then moved by less than float32 can resolve (so the float32 argmin is
+    wrong for some of them), items exactly halfway, duplicated centroids (exact ties: lowest index),
+    and K = 1: the codes equal float64's everywhere."""
+    rng = np.random.default_rng(5)
+    M, K, ds = 4, 6, 8
+    cents = rng.standard_normal((M, K, ds)).astype(np.float32) * 0.3
+    cents[1, 4] = cents[1, 2]  # a duplicated centroid: items nearest to it tie exactly
+    parts = []
+    for m in range(M):
+        a, b = rng.integers(0, K, 300), rng.integers(0, K, 300)
+        mid = (cents[m][a].astype(np.float64) + cents[m][b]) / 2
+        step = cents[m][b].astype(np.float64) - cents[m][a]
+        parts.append(mid + step * (10.0 ** rng.uniform(-12, -5, 300) * rng.choice([-1, 0, 1], 300))[:, None])
+    near = torch.from_numpy(np.concatenate(parts, axis=1).astype(np.float32))
+    plain = torch.from_numpy(rng.standard_normal((200, M * ds)).astype(np.float32))
+    x = torch.cat([near, plain])
+    expected = encode_float64(x, cents)
+    np.testing.assert_array_equal(encode(x, cents), expected)
+    # float32 alone gets some of them wrong: without the float64 redo the test above would fail
+    f32 = np.stack([torch.addmm((torch.from_numpy(cents[m]) ** 2).sum(1)[None], x[:, m * ds:(m + 1) * ds],
+                                torch.from_numpy(cents[m]).T, alpha=-2).argmin(1).numpy() for m in range(M)], 1)
+    assert (f32 != expected).any()
+    np.testing.assert_array_equal(encode(x[:, :ds], cents[:1, :1]), np.zeros((len(x), 1), np.int64))
+
+
+def test_encode_of_fitted_indexes_unchanged():
+    """On fitted product quantisers (unit features, several M and K) the codes are float64's."""
+    rng = np.random.default_rng(8)
+    g = rng.standard_normal((400, 32)).astype(np.float32)
+    for M, K in [(1, 7), (2, 16), (4, 25), (8, 64)]:
+        index = ClusterIndex.fit(g, M, K, 3)
+        np.testing.assert_array_equal(index.codes, encode_float64(index.gallery, index.centroids))

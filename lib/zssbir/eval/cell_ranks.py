@@ -23,17 +23,11 @@ common with integer features, and by chance a few times per query among ~17k dis
 distances. Those items add, per tied cell, its items of lower tie rank (from the cells' sorted
 tie ranks), so tied cells are ordered jointly, as the item-level sort orders them.
 
-before(c) for the cells of the query's class, in O(C) per query, without sorting the C distances:
-  1. integer keys in the order of the distances (their float32 bits when all are >= +0.0, as
-     ADC is; else an order-preserving map with -0.0 == +0.0) and bins (key - min key) >> shift,
-     at most about C / 2 a row: monotone in the distance;
-  2. a histogram of the bins counting each cell's items, and its cumulative sum: the items in
-     the lower bins of the row;
-  3. the cells sharing a bin with a relevant cell (about two per relevant cell), sorted by
-     (row, key): before(c) = items in lower bins + items of the cells ahead of c in its bin; an
-     equal key next to c is a tie across cells.
-Rows are processed in cache-sized chunks of cell-major (C, rows) distances (the layout of the fused
-ADC gather) over ``num_threads`` worker threads (numpy releases the GIL).
+before(c) for the cells of the query's class comes from one pass over the C cell distances (a
+histogram against the class's distinct cell distances, no sort of the C cells), compiled in
+``zssbir.eval.cell_rank_kernel``. Rows are processed in cache-sized chunks of cell-major (C, rows)
+distances (the layout of the fused ADC gather) over ``num_threads`` worker threads (the kernel
+releases the GIL).
 """
 from __future__ import annotations
 
@@ -42,11 +36,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .cell_rank_kernel import rank_rows
 from .relevant_ranks import LabelIndex, RankBlock, tiebreak_ranks
 
-_F32_INF = 0x7F800000  # bits of +inf; larger: NaN
-_CHUNK_ELEMENTS = 1 << 18  # cell distances per chunk of rows (1 MiB of float32; bins, histogram and flags in cache)
-_BINS_BELOW = 1  # bins per row: the power of two in [C / 2**_BINS_BELOW, 2 C / 2**_BINS_BELOW)
+_CHUNK_ELEMENTS = 1 << 18  # cell distances per chunk of rows (1 MiB of float32, in cache between gather and ranks)
 
 
 def cells_of(codes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -67,14 +60,6 @@ def cells_of(codes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     else:
         cell_codes, cell_of, sizes = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
     return cell_codes, cell_of.reshape(-1).astype(np.int64), sizes.astype(np.int64)
-
-
-def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenated aranges [starts[i], starts[i] + counts[i]) as one int64 array."""
-    counts = np.asarray(counts, np.int64)
-    total = int(counts.sum())
-    offsets = np.cumsum(counts) - counts
-    return np.repeat(np.asarray(starts, np.int64) - offsets, counts) + np.arange(total, dtype=np.int64)
 
 
 class CellRanker:
@@ -102,34 +87,26 @@ class CellRanker:
         within = np.empty(n, np.int64)
         within[order] = np.arange(n) - self.cell_start[self.cell_of[order]]
         self.cell_tb = self.cell_of[order] * n + self.tb[order]  # ascending: (cell, tie rank) of every item
-        # Per class k: its distinct cells (CSR uptr/ucell; global index uptr[k] + j for its j-th cell).
-        # "Class items": all items ordered by class (cptr), each class in ascending gallery index as
-        # labels.relevant; per class item the index j of its cell among its class's cells and its
-        # within-cell position; per global cell index the class items in that cell (CSR uiptr/uitems).
-        ucells, loc_parts, uitems, ucounts = [], [], [], []
+        # Per class k: its distinct cells (CSR uptr/ucell). "Class items": all items ordered by class
+        # (cptr), each class in ascending gallery index as labels.relevant, with their within-cell
+        # position (flat_within); per class cell uptr[k] + j its class items by that position (CSR
+        # citem_ptr/citems).
+        ucells, loc_parts = [], []
         self.cptr = np.concatenate([[0], np.cumsum(labels.n_relevant)]).astype(np.int64)
-        for k, items in enumerate(labels.relevant):
+        for items in labels.relevant:
             cells, loc = np.unique(self.cell_of[items], return_inverse=True)
-            loc = loc.reshape(-1).astype(np.int64)
             ucells.append(cells)
-            loc_parts.append(loc)
-            uitems.append(self.cptr[k] + np.argsort(loc, kind="stable"))
-            ucounts.append(np.bincount(loc, minlength=len(cells)))
+            loc_parts.append(loc.reshape(-1))
         self.class_items = np.concatenate(labels.relevant).astype(np.int64)
-        self.flat_loc = np.concatenate(loc_parts).astype(np.int64)
         self.flat_within = within[self.class_items]
-        self.ulen = np.array([len(u) for u in ucells], np.int64)
-        self.uptr = np.concatenate([[0], np.cumsum(self.ulen)]).astype(np.int64)
+        ulen = np.array([len(u) for u in ucells], np.int64)
+        self.uptr = np.concatenate([[0], np.cumsum(ulen)]).astype(np.int64)
         self.ucell = np.concatenate(ucells).astype(np.int64)
-        self.uitems = np.concatenate(uitems).astype(np.int64)
-        self.uiptr = np.concatenate([[0], np.cumsum(np.concatenate(ucounts))]).astype(np.int64)
-        self.bin_bits = max(0, int(self.n_cells - 1).bit_length() - _BINS_BELOW)  # at most 2**bin_bits bins a row
+        item_cell = np.repeat(self.uptr[:-1], labels.n_relevant) + np.concatenate(loc_parts).astype(np.int64)
+        self.citems = np.lexsort((self.flat_within, item_cell)).astype(np.int64)
+        self.citem_ptr = np.concatenate([[0], np.cumsum(np.bincount(item_cell, minlength=len(self.ucell)))]
+                                        ).astype(np.int64)
         self.chunk = int(max(1, _CHUNK_ELEMENTS // self.n_cells))
-        # cells not of exactly one item (several, or none): few when cells are nearly unique (then
-        # corrected on top of a plain histogram of the cells), else the histogram is weighted by size
-        self.irregular = np.flatnonzero(self.sizes != 1)
-        self.weighted = len(self.irregular) * 8 > self.n_cells
-        self._weights: dict[int, np.ndarray] = {}
 
     # ------------------------------------------------------------------------------------ blocks
     def rank_block(self, start: int, end: int, dist: Callable[[int, int], np.ndarray], pool: ThreadPoolExecutor,
@@ -138,11 +115,10 @@ class CellRanker:
         [start + a, start + b) CELL-MAJOR, a (C, b - a) float32 array (called from ``threads`` worker
         threads on chunks of rows, so it must be thread-safe)."""
         codes = self.labels.query_codes[start:end]
-        pptr = np.concatenate([[0], np.cumsum(self.ulen[codes])]).astype(np.int64)
         optr = np.concatenate([[0], np.cumsum(self.labels.n_relevant[codes])]).astype(np.int64)
         out = np.empty(int(optr[-1]), np.int64)  # every row's ranks, ascending, rows one after the other
         bounds = np.linspace(0, end - start, min(threads, end - start) + 1).astype(int)
-        jobs = [pool.submit(self._rows, dist, codes, pptr, optr, out, int(a), int(b), start)
+        jobs = [pool.submit(self._rows, dist, codes, optr, out, int(a), int(b), start)
                 for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
         for job in jobs:  # in row order: the first error is that of the first bad query
             job.result()
@@ -155,132 +131,17 @@ class CellRanker:
             groups.append((rows + start, out[optr[rows][:, None] + np.arange(n)]))
         return RankBlock(start, end, groups)
 
-    def _rows(self, dist, codes, pptr, optr, out, a, b, start):
+    def _rows(self, dist, codes, optr, out, a, b, start):
         for r0 in range(a, b, self.chunk):
             r1 = min(r0 + self.chunk, b)
             x = np.ascontiguousarray(dist(r0, r1), dtype=np.float32)
             if x.shape != (self.n_cells, r1 - r0):
                 raise ValueError(f"cell distances must have shape {(self.n_cells, r1 - r0)}, got {x.shape}")
-            before = np.empty(int(pptr[r1] - pptr[r0]), np.int64)
-            ties = self._before(x, codes[r0:r1], before, start + r0)
-            self._ranks(codes[r0:r1], pptr[r0:r1] - pptr[r0], before, ties, out[optr[r0]:optr[r1]])
-
-    def _ranks(self, codes, pstart, before, ties, out):
-        """1-based ranks of every row's relevant items, ascending per row, into ``out`` (rows in
-        order): before(cell) + within + 1, plus the tied cells' items of lower tie rank."""
-        n_items = self.labels.n_relevant[codes]
-        if n_items.sum() == 0:
-            return
-        row = np.repeat(np.arange(len(codes), dtype=np.int64), n_items)
-        item = _ranges(self.cptr[codes], n_items)  # class items of each row (ascending gallery index)
-        ranks = before[pstart[row] + self.flat_loc[item]] + self.flat_within[item] + 1
-        if ties is not None:
-            t_row, t_item, lower = ties
-            at = (np.cumsum(n_items) - n_items)[t_row] + t_item - self.cptr[codes[t_row]]
-            np.add.at(ranks, at, lower)
-        key = row * (self.labels.n_gallery + 1) + ranks  # sort every row's ranks at once
-        key.sort()
-        out[:] = key - row * (self.labels.n_gallery + 1)
-
-    def _before(self, x, codes, out, row0):
-        """Fill ``out`` with before(c) of every (row, cell of the row's class) pair, rows in order,
-        for cell-major distances x (C, rows). Returns None, or (row, class item, count) triples for
-        items whose cell ties exactly with other cells: count = items there with a lower tie rank."""
-        n_cells, rows = x.shape
-        k, lo, hi, koff = self._order(x, row0)
-        counts = self.ulen[codes]
-        n_pairs = int(counts.sum())
-        if n_pairs == 0:
-            return None
-        pr = np.repeat(np.arange(rows, dtype=np.int64), counts)  # (row, relevant cell) pairs
-        pj = np.arange(n_pairs, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-        pglob = self.uptr[codes][pr] + pj  # global index of the pair's cell among the class cells
-        pu = self.ucell[pglob]
-        # 1. bins (k - lo) >> shift: monotone in k, at most 2**bin_bits a row; row r's bins start at r * nb
-        span = hi - lo
-        shift = max(0, span.bit_length() - self.bin_bits)
-        nb = (span >> shift) + 1
-        itype = np.int32 if k.dtype == np.int32 and (rows * nb) << shift < 2**31 else np.int64
-        g = np.subtract(k, (lo - ((np.arange(rows, dtype=np.int64) * nb) << shift)).astype(itype)[None, :])
-        g >>= shift
-        g = g.reshape(-1)  # cell-major: element (c, r) at c * rows + r
-        # 2. items in the lower bins of the row: a flat cumulative histogram minus the rows before
-        #    (each row's histogram sums to the gallery size)
-        hist = self._histogram(g, rows, rows * nb)
-        below = np.cumsum(hist)
-        gu = g[pu * rows + pr]
-        base = (below[gu] - hist[gu]).astype(np.int64) - pr * self.labels.n_gallery
-        # 3. the cells sharing a bin with a relevant cell (cell-major order), sorted by (row, distance)
-        flag = np.zeros(rows * nb, bool)
-        flag[gu] = True
-        cand = np.flatnonzero(flag.take(g))
-        cc, cr = np.divmod(cand, rows)
-        key = (cr << 32) | (k.reshape(-1)[cand].astype(np.int64) + koff)
-        n_cand = len(cand)
-        ib = n_cand.bit_length()
-        if int(rows - 1).bit_length() + 32 + ib <= 63:  # sort the keys with their index in the low bits
-            packed = np.sort((key << ib) | np.arange(n_cand, dtype=np.int64))
-            order, skey = packed & ((1 << ib) - 1), packed >> ib
-        else:
-            order = np.argsort(key)
-            skey = key[order]
-        scell, sbin = cc[order], g[cand[order]]  # sbin is sorted too: bins are monotone in the distance
-        ku = (pr << 32) | (k[pu, pr].astype(np.int64) + koff)
-        left = np.searchsorted(skey, ku, "left")  # the first cell with the pair's distance (maybe itself)
-        new_bin = np.ones(n_cand, bool)
-        np.not_equal(sbin[1:], sbin[:-1], out=new_bin[1:])
-        first = np.maximum.accumulate(np.where(new_bin, np.arange(n_cand), 0))[left]  # first cell of its bin
-        cum = np.zeros(n_cand + 1, np.int64)
-        np.cumsum(self.sizes[scell], out=cum[1:])
-        out[:] = base + cum[left] - cum[first]
-        # 4. ties: another cell with exactly the distance of a relevant cell (the pair's cell is one of
-        #    the equal keys from ``left`` on, so there is another iff the next key is equal too)
-        tied = np.flatnonzero(skey[np.minimum(left + 1, n_cand - 1)] == ku)
-        tied = tied[left[tied] + 1 < n_cand]
-        if len(tied) == 0:
-            return None
-        left = left[tied]
-        n_equal = np.searchsorted(skey, ku[tied], "right") - left
-        # other cells with exactly the distance of a relevant cell: (pair, other cell) entries ...
-        pos = _ranges(left, n_equal)
-        e_pair = np.repeat(tied, n_equal)
-        e_cell = scell[pos]
-        keep = e_cell != pu[e_pair]
-        e_pair, e_cell = e_pair[keep], e_cell[keep]
-        # ... times the class items of the pair's cell: count the other cell's items of lower tie rank
-        g_cell = pglob[e_pair]
-        n_items = self.uiptr[g_cell + 1] - self.uiptr[g_cell]
-        f_item = self.uitems[_ranges(self.uiptr[g_cell], n_items)]
-        f_cell = np.repeat(e_cell, n_items)
-        n = self.labels.n_gallery
-        lower = np.searchsorted(self.cell_tb, f_cell * n + self.tb[self.class_items[f_item]]) - self.cell_start[f_cell]
-        return np.repeat(pr[e_pair], n_items), f_item, lower
-
-    def _order(self, x, row0):
-        """Integer keys in the order of the float32 distances x (-0.0 == +0.0), their min and max,
-        and the offset that makes them non-negative. Distances >= +0.0 (ADC): their own bits."""
-        bits = x.view(np.int32)
-        lo, hi = int(bits.min()), int(bits.max())
-        if lo >= 0 and hi < _F32_INF:  # no sign bit set, no inf or NaN
-            return bits, lo, hi, 0
-        if not np.isfinite(x).all():
-            self._raise_nonfinite(x, row0)
-        b = bits.astype(np.int64)
-        mag = b & 0x7FFFFFFF
-        k = np.where(b < 0, -mag, mag)
-        return k, int(k.min()), int(k.max()), 1 << 31
-
-    def _histogram(self, g: np.ndarray, rows: int, length: int) -> np.ndarray:
-        """Items per bin: the cells of a cell-major chunk of ``rows`` rows (bins ``g``) weighted by their sizes."""
-        if self.weighted:
-            if rows not in self._weights:
-                self._weights[rows] = np.repeat(self.sizes.astype(np.float64), rows)
-            return np.bincount(g, weights=self._weights[rows], minlength=length)  # exact: integers below 2**53
-        hist = np.bincount(g, minlength=length)
-        if len(self.irregular):
-            at = g.reshape(self.n_cells, rows)[self.irregular].reshape(-1)
-            np.add.at(hist, at, np.repeat(self.sizes[self.irregular] - 1, rows))
-        return hist
+            bad = rank_rows(x, codes[r0:r1], self.uptr, self.ucell, self.citem_ptr, self.citems, self.cptr,
+                            self.flat_within, self.class_items, self.tb, self.sizes, self.cell_start, self.cell_tb,
+                            out[optr[r0]:optr[r1]], optr[r0:r1 + 1] - optr[r0])
+            if bad >= 0:
+                self._raise_nonfinite(x, start + r0)
 
     def _raise_nonfinite(self, x, row0):
         i = int(np.flatnonzero(~np.isfinite(x).all(0))[0])
