@@ -10,7 +10,8 @@ give bit-identical distances, whichever path computes them (``tests/test_cluster
 
 Tried and left out: summing the first p sub-spaces once per query into a (K^p, rows) table (the same order, so the
 same bits) to save p - 1 gathers per cell. Interleaved against the plain gather in one process at Sketchy size it
-was 0.91-1.01x as fast (M = 4-16, K = 8-64): at large M the cell path's time is in the ranking, not the gathers.
+was 0.91-1.01x as fast (M = 4-16, K = 8-64): at large M the cell path's time was then in the ranking (numpy then,
+compiled since), not the gathers.
 """
 from __future__ import annotations
 
