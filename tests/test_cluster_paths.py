@@ -201,6 +201,23 @@ def test_cell_ranker_on_many_cells_and_thresholds():
     assert_ranker_matches_relevant_ranks(wide_distance_cases(), random_seed=4)
 
 
+def test_cell_ranker_names_the_first_query_with_nan_or_inf():
+    """NaN or +-inf in the cell distances is refused with the first bad query (in query order, across
+    worker threads and chunks), also when that query's class has no gallery item."""
+    rng = np.random.default_rng(2)
+    dist = rng.random((12, 40)).astype(np.float32)
+    cell_of = np.concatenate([np.arange(40), rng.integers(0, 40, 20)])
+    gl, ql = rng.integers(0, 3, 60), np.array([0, 9, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1])  # class 9: no gallery item
+    ranker = CellRanker(cell_of, np.bincount(cell_of, minlength=40), label_index(ql, gl), "stable", None)
+    for bad, expected in [([(9, 7, np.nan)], 9), ([(9, 7, np.nan), (5, 0, -np.inf)], 5),
+                          ([(9, 7, np.inf), (1, 39, np.nan)], 1)]:
+        d = dist.copy()
+        for row, cell, value in bad:
+            d[row, cell] = value
+        with ThreadPoolExecutor(2) as pool, pytest.raises(ValueError, match=f"first at query {expected},"):
+            ranker.rank_block(0, 12, lambda a, b: d[a:b].T, pool, 2)
+
+
 def test_cell_rank_kernel_stays_inside_its_arrays():
     """The compiled kernel indexes without bounds checks. Run the hostile layouts again with numba's
     bounds checking on (a fresh compile in a temporary cache): an index outside an array raises there."""
