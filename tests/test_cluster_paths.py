@@ -408,6 +408,10 @@ def test_encode_gives_the_float64_codes_on_near_and_exact_ties():
                                 torch.from_numpy(cents[m]).T, alpha=-2).argmin(1).numpy() for m in range(M)], 1)
     assert (f32 != expected).any()
     np.testing.assert_array_equal(encode(x[:, :ds], cents[:1, :1]), np.zeros((len(x), 1), np.int64))
+    # unnormalised features where float32 overflows (1e20) or underflows (1e-21): float64's codes still
+    for scale in (1e20, 1e-21):
+        big, c_big = x * scale, (cents.astype(np.float64) * scale).astype(np.float32)
+        np.testing.assert_array_equal(encode(big, c_big), encode_float64(big, c_big), err_msg=f"scale {scale}")
 
 
 def test_encode_of_fitted_indexes_unchanged():

@@ -354,7 +354,7 @@ def encode(gallery: torch.Tensor, centroids: np.ndarray) -> np.ndarray:
             continue
         best = dist.topk(2, dim=1, largest=False)
         bound = _rounding_bound(sub, c)
-        unsure = torch.nonzero(best.values[:, 1] - best.values[:, 0] <= bound).reshape(-1)
+        unsure = torch.nonzero(~(best.values[:, 1] - best.values[:, 0] > bound)).reshape(-1)  # NaN, inf: redo
         codes[:, m] = best.indices[:, 0].numpy()
         if len(unsure):
             c64, s64 = c.double(), sub[unsure].double()
@@ -366,11 +366,12 @@ def _rounding_bound(sub: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Per item, twice a bound on |float32 - exact| + |float64 - exact| of ``|c_k|^2 - 2 x.c_k`` over all k:
     sums of d products in any order err by at most gamma_d = d u / (1 - d u) of the sum of their absolute
     values, |x.c| <= |x| |c| (Cauchy-Schwarz), and the final subtraction adds u of its result; u = 2^-24
-    (float32), 2^-53 (float64). Doubled once more for the norms' own rounding."""
+    (float32), 2^-53 (float64). Doubled once more for the norms' own rounding; plus, for values so small
+    that float32 underflows (where relative bounds fail), an absolute 2^-149 per operation."""
     d = sub.shape[1]
     scale = (c * c).sum(1).max() + 2 * sub.norm(dim=1) * c.norm(dim=1).max()
     per_unit = sum((d + 1) * u / (1 - (d + 1) * u) for u in (2.0 ** -24, 2.0 ** -53))
-    return 2 * 2 * per_unit * scale
+    return 2 * 2 * (per_unit * scale + 2 * (d + 2) * 2.0 ** -149)
 
 
 def check_variant(variant: str) -> None:
