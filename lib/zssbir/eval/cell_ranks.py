@@ -5,7 +5,7 @@ A product quantiser puts every gallery item in a CELL (its code tuple), and asym
 by its C cell distances and by where each item sits among the items it ties with, which the tie
 policy fixes once for all queries. From the cell distances of a block of queries this module
 computes exactly the ranks ``zssbir.eval.relevant_ranks`` computes from the (B, N) item distances
-(smaller first; ties "stable" or "random"), in O(C + relevant items) per query instead of an
+(smaller first; ties "stable" or "random"), in O(C + R log R) per query (R relevant items) instead of an
 O(N log N) sort of every item.
 
 Definitions. Item n lies in cell c(n); t_n is its tie rank (``relevant_ranks.tiebreak_ranks``: the
