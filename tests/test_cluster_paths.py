@@ -24,7 +24,8 @@ from zssbir.eval import cell_ranks
 from zssbir.eval.cell_ranks import CellRanker, cells_of
 from zssbir.eval.cluster_grid import grid
 from zssbir.eval.adc_sums import gather_sum, gather_sum_cellmajor
-from zssbir.eval.cluster_retrieval import ClusterIndex, Prepared, encode, evaluate_clustered, prepare_features
+from zssbir.eval.cluster_retrieval import ClusterIndex, Prepared, evaluate_clustered, prepare_features
+from zssbir.eval.pq_encode import encode
 from zssbir.eval.metrics import PRESETS
 from zssbir.eval.relevant_ranks import label_index, rank_positions
 

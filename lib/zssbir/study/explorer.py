@@ -31,7 +31,8 @@ from PIL import Image, ImageDraw
 
 from ..data.datasets import load_split
 from ..data.drawing import supersample
-from ..eval.cluster_retrieval import ClusterIndex, DEFAULT_FUSE_WEIGHT, divisors, encode, resolve_ties
+from ..eval.cluster_retrieval import ClusterIndex, DEFAULT_FUSE_WEIGHT, divisors, resolve_ties
+from ..eval.pq_encode import encode
 from ..eval.exact_search import score_blocks
 from ..eval.metrics import evaluate
 from ..eval.relevant_ranks import rank_positions, ranked_order

@@ -2,7 +2,8 @@
 
 Study table (one per data set): one row per method and variant, labelled by the results file's
 ``params["label"]`` when it has one, else derived from method, L_DA weight and retrieval
-procedure (", from scratch" appended to runs without pretrained weights when a data set has both starts); one column per metric as 'mean ± std (n seeds)'; a ``ties`` column (the tie policy of
+procedure (", from scratch" appended to runs without pretrained weights when a data set has both
+starts); one column per metric as 'mean ± std (n seeds)'; a ``ties`` column (the tie policy of
 each row's ranking) and a last row giving each column's metric convention (AP flavour, @K
 denominator, averaging). A column whose rows used different conventions says MIXED and names
 the rows of each convention.

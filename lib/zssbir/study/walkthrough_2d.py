@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..eval.cluster_retrieval import ClusterIndex, encode
+from ..eval.cluster_retrieval import ClusterIndex
+from ..eval.pq_encode import encode
 from ..eval.exact_search import evaluate_features
 from ..models.dmwa import global_score, weight_list
 from ..training.losses import alignment_kl, distribution_alignment, quadruplet_hinges, weighted_quadruplet
