@@ -150,3 +150,14 @@ def test_an_unresolved_sentence_says_what_the_interval_rules_out():
     assert f"rules out a gain above {r['ci_high']:+.3f} and a loss beyond {r['ci_low']:+.3f}" in text
     assert f"a true difference below about {r['mde']:.3f} would likely go unnoticed" in text
     assert findings.p_text(3e-6) == "p < 1e-4" and findings.p_text(0.0312) == "p = 0.031"
+
+
+def test_convergence_counts_the_runs_that_selected_their_last_epoch():
+    rows = [{"name": f"r{i}", "dataset": "d", "retrieval": r, "epochs": 5, "best_epoch": b, "method": "clusterretri",
+             "start": "pretrained"} for i, b in enumerate([4, 4, 2, 4]) for r in ("exact", "cluster")]
+    rows += [{"name": "one", "dataset": "d", "retrieval": "exact", "epochs": 1, "best_epoch": 0, "method": "dmwa",
+              "start": "pretrained"}]
+    table = findings.convergence(pd.DataFrame(rows), "d")
+    assert table.to_dict("records") == [{"method": "clusterretri", "start": "pretrained", "runs": 4,
+                                         "selected_last_epoch": 3, "epochs": 5}]  # one-epoch runs have no choice
+    assert findings.convergence_sentence(table).startswith("Selected their last epoch: 3 of 4 clusterretri runs")

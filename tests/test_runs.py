@@ -131,7 +131,7 @@ def test_the_miniature_pretraining_enters_a_run_name_by_its_content(monkeypatch)
                                                                           ("pretrained", 0.0, 0)]
     assert len({runs.run_name(c) for c in grid}) == 8 and all(c.epochs == 1 for c in grid)
     assert all(c.lambda_kd == 0 and c.teacher_weights is None for c in grid if runs.start_of(c) == "scratch")
-    with pytest.raises(ValueError, match="unknown start 'imagenet': use one of pretrained, scratch"):
+    with pytest.raises(ValueError, match="unknown start 'imagenet': use one of pretrained, pretrained_nokd, scratch"):
         runs.run_grid("study/clusterretri.yaml", seeds=[0], starts=["imagenet"])
     with pytest.raises(ValueError, match="needs at least one seed"):
         runs.run_grid("study/clusterretri.yaml", seeds=[])

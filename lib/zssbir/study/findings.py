@@ -273,3 +273,44 @@ def sentences(table: pd.DataFrame, digits: int = 3) -> list[str]:
                    f"{r['mean_without']:.{digits}f} {r['without']} over {r['n']} paired seeds, a difference of "
                    f"{r['difference']:+.{digits}f}{stats}: {r['verdict']}{tail}.{fragile}")
     return out
+
+
+def convergence(frame: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Per method and start: how many runs selected their last epoch (``best_epoch`` of the results files against
+    the run's ``epochs``). A run that selects its last epoch was still improving on the seen-class validation when
+    training stopped, so its unseen-class numbers may be those of an under-trained model."""
+    runs = frame[(frame["dataset"] == dataset) & (frame["retrieval"] == "exact") & frame["epochs"].notna()
+                 & frame["best_epoch"].notna()].drop_duplicates("name")
+    runs = runs[runs["epochs"].astype(int) > 1]  # with one epoch there is nothing to select
+    if runs.empty:
+        return pd.DataFrame(columns=["method", "start", "runs", "selected_last_epoch", "epochs"])
+    runs = runs.assign(last=runs["best_epoch"].astype(int) == runs["epochs"].astype(int) - 1,
+                       start=runs["start"].fillna("unknown"))
+    return (runs.groupby(["method", "start"], sort=False)
+            .agg(runs=("name", "size"), selected_last_epoch=("last", "sum"), epochs=("epochs", "max"))
+            .astype(int).reset_index())
+
+
+def convergence_sentence(table: pd.DataFrame) -> str:
+    """One sentence from ``convergence``."""
+    if table.empty:
+        return "No run of more than one epoch recorded its selected epoch, so convergence cannot be checked here."
+    parts = [f"{r.selected_last_epoch} of {r.runs} {r.method} runs from the {r.start} start ({r.epochs} epochs)"
+             for r in table.itertuples()]
+    share = table["selected_last_epoch"].sum() / table["runs"].sum()
+    verdict_ = ("Most runs were still improving on the seen-class validation when training stopped, so a claim "
+                "that does not reproduce here may partly be under-training" if share > 0.5 else
+                "Most runs peaked before their last epoch: their fine-tuning budget is not what limits them")
+    return f"Selected their last epoch: {'; '.join(parts)}. {verdict_}."
+
+
+def cluster_context_sentence(quality: pd.DataFrame, K: int, digits: int = 2) -> str:
+    """What the gallery's own cluster structure says about the cluster-then-retrieve claim (``quality``:
+    ``study.cluster_analysis.cluster_quality`` of one run's unseen photos, with a row for ``K``)."""
+    purity, nmi = quality.loc[K, "purity"], quality.loc[K, "nmi"]
+    how = ("almost perfectly" if purity >= 0.9 else "well" if purity >= 0.7 else "only loosely")
+    return (f"Context for cluster-then-retrieve: k-means with K = {K} on the unseen photos alone (no labels, no "
+            f"sketches) groups them by class {how}: purity {purity:.{digits}f}, NMI {nmi:.{digits}f}. The method is "
+            "transductive (it uses the gallery's photo-to-photo structure), so its gain over exact retrieval measures "
+            "how well this gallery clusters as much as the method; the transductive re-ranker and the same "
+            "comparison from scratch above are its controls.")

@@ -125,7 +125,9 @@ def results_frame(records: list[dict]) -> "pd.DataFrame":
             conv = m["convention"]
             rows.append({"name": r["name"], "label": params.get("label"), "method": params.get("method"),
                          "dataset": params.get("dataset"), "photo_set": params.get("photo_set"),
-                         "backbone": train.get("backbone"), "lambda_da": train.get("lambda_da"), "seed": r["seed"],
+                         "backbone": train.get("backbone"), "lambda_da": train.get("lambda_da"),
+                         "lambda_kd": train.get("lambda_kd"), "seed": r["seed"],
+                         "epochs": train.get("epochs"), "best_epoch": r.get("extra", {}).get("best_epoch"),
                          "start": ("pretrained" if train.get("pretrained") else "scratch") if train else None,
                          "retrieval": retrieval.get("kind"), "M": retrieval.get("M"), "K": retrieval.get("K"),
                          "variant": retrieval.get("variant"), "tie_order": retrieval.get("ties"),

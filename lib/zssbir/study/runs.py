@@ -25,7 +25,10 @@ from ..training.loop import TrainResult, load_trained, train
 
 # named starting points: "pretrained" keeps the settings file's (the study configs: the miniature's pretraining with
 # SAKE's distillation from its frozen teacher); "scratch" trains every weight from random initialisation
-STARTS = {"pretrained": {}, "scratch": {"pretrained": None, "teacher_weights": None, "lambda_kd": 0.0}}
+# "pretrained_nokd" is the pretrained start without the distillation, so that the start and the distillation each
+# have their own comparison
+STARTS = {"pretrained": {}, "pretrained_nokd": {"teacher_weights": None, "lambda_kd": 0.0},
+          "scratch": {"pretrained": None, "teacher_weights": None, "lambda_kd": 0.0}}
 
 
 def start_overrides(start: str) -> dict:

@@ -74,13 +74,17 @@ def cluster_over_seeds(query, gallery, query_labels, gallery_labels, M: int, K: 
 
 def score_and_record(model, config: TrainConfig, name: str, *, preset: str = "clusterretri",
                      cluster: tuple[int, int, str] | None = None, label: str | None = None,
-                     extra: dict | None = None, device: str = "auto", kmeans_seeds: int = KMEANS_SEEDS) -> dict[str, Path]:
+                     extra: dict | None = None, device: str = "auto", kmeans_seeds: int = KMEANS_SEEDS,
+                     transductive: bool = True) -> dict[str, Path]:
     """Score a trained run on the unseen split by exact retrieval and, with ``cluster=(M, K, variant)``,
     cluster-then-retrieve over ``kmeans_seeds`` k-means seeds (``cluster_over_seeds``); write one results JSON
     per procedure (``<name>__exact``, ``<name>__cluster``) and return their paths by procedure. At M = 1,
     where every photo of a cluster ties, "adc" and "fuse" are also scored with stable ties
-    (``<name>__cluster_stable``), beside the default random order."""
+    (``<name>__cluster_stable``), beside the default random order. With a cluster setting and ``transductive``,
+    the generic transductive re-ranker (``eval.transductive``: gallery augmentation and query expansion, no
+    clustering) is scored too (``<name>__transductive``): the control that tells clustering from transduction."""
     from ..eval.exact_search import evaluate_features
+    from ..eval.transductive import DEFAULT_ALPHA, DEFAULT_K, evaluate_transductive
 
     feats = split_features(model, config, "zero", device=device)
     (q, ql), (g, gl) = feats["sketch"], feats["photo"]
@@ -98,6 +102,12 @@ def score_and_record(model, config: TrainConfig, name: str, *, preset: str = "cl
                               retrieval={"kind": "cluster", "M": M, "K": K, "variant": variant,
                                          "kmeans_seeds": kmeans_seeds, **({"ties": ties} if ties else {})},
                               label=label and f"{label}, cluster M={M} K={K} {variant}{suffix}")
+        if transductive:
+            out["transductive"] = record(
+                f"{name}__transductive", config,
+                evaluate_transductive(q, g, ql, gl, k=DEFAULT_K, alpha=DEFAULT_ALPHA, preset=preset), extra=extra,
+                retrieval={"kind": "transductive", "k": DEFAULT_K, "alpha": DEFAULT_ALPHA},
+                label=label and f"{label}, query expansion + gallery augmentation")
     return out
 
 

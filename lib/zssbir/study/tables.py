@@ -31,6 +31,8 @@ def procedure_text(retrieval, M, K, variant, tie_order=None) -> str:
     """'exact', 'cluster M=2 K=16 rerank', or with an explicit tie order 'cluster M=1 K=10 adc, stable ties'."""
     if retrieval == "exact":
         return "exact"
+    if retrieval == "transductive":
+        return "transductive re-ranker (query expansion, gallery augmentation)"
     parts = [str(retrieval or "unknown retrieval")] + [f"{k}={_int(v)}" for k, v in (("M", M), ("K", K)) if _given(v)]
     text = " ".join(parts + ([str(variant)] if _given(variant) else []))
     return text + (f", {tie_order} ties" if _given(tie_order) else "")
@@ -74,6 +76,11 @@ def row_labels(frame: pd.DataFrame) -> pd.DataFrame:
     mixed = runs & (frame[runs].groupby("dataset")["start"].transform("nunique").reindex(frame.index) > 1)
     scratch = mixed & (frame["start"] == "scratch")
     frame.loc[scratch, "row"] = frame.loc[scratch, "row"] + ", from scratch"
+    pretrained = runs & (frame["start"] == "pretrained")
+    kd = frame["lambda_kd"].astype(float) if "lambda_kd" in frame else pd.Series(float("nan"), index=frame.index)
+    kd_varies = frame[pretrained].assign(kd=kd).groupby(["dataset", "method"])["kd"].transform("nunique")
+    undistilled = pretrained & (kd_varies.reindex(frame.index) > 1) & (kd == 0)
+    frame.loc[undistilled, "row"] = frame.loc[undistilled, "row"] + ", pretrained without distillation"
     several = frame.groupby("dataset")["backbone"].transform("nunique") > 1
     frame.loc[several, "row"] = frame.loc[several, "row"] + ", backbone " + frame.loc[several, "backbone"].astype(str)
     scored = frame["method"] != "chance"
