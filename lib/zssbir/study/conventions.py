@@ -15,7 +15,9 @@ Scores. Exact cosine similarities of this project's features rarely tie, so the 
 matters there; cluster-then-retrieve at M = 1 (``cluster_scores``, variant adc) gives every photo
 of a cluster the same distance, and there the tie rule moves the number. For cluster scores
 "secondary" is the rerank variant (ties ordered by the exact distance); exact scores have no
-secondary score, so that setting is left out for them.
+secondary score, so that setting is left out for them. ITQ codes (``itq_scores``, ``itq_tie_study``) rank
+by Hamming distance, which ties far more (65 values at 64 bits); their "secondary" is the exact Euclidean
+distance of the real-valued features.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from ..eval.cluster_retrieval import DEFAULT_SEED, ClusterIndex
 from ..eval.metrics import (AP_FLAVOURS, AVERAGES, DEFAULT_METRICS, MAP_K_DENOMINATORS, PREC_K_DENOMINATORS, PRESETS,
                       evaluate, parse_metric)
 from ..eval.exact_search import evaluate_features
+from ..eval.itq import evaluate_hamming, itq_codes
 
 FIELDS = ("ap", "map_k_denominator", "prec_k_denominator", "average")
 AXES = ("reference",) + FIELDS + ("ties", "preset")
@@ -77,6 +80,18 @@ def matrix_scores(scores, query_labels, gallery_labels, *, name: str = "scores",
                         secondary=secondary if ties == "secondary" else None, higher_is_better=higher_is_better,
                         **convention)
     return Scores(name, score, has_secondary=secondary is not None)
+
+
+def itq_scores(query, gallery, query_labels, gallery_labels, *, bits: int = 64, seed: int = 0,
+               metrics: Sequence[str] = DEFAULT_METRICS, **itq) -> Scores:
+    """Hamming distances of ITQ codes (``eval.itq``; fitted once, ``itq`` as in ``itq_codes``); ties="secondary"
+    orders tied photos by the exact Euclidean distance of the features."""
+    _, qc, gc = itq_codes(query, gallery, bits=bits, seed=seed, **itq)
+
+    def score(ties, tie_seed, **convention):
+        return evaluate_hamming(qc, gc, query_labels, gallery_labels, ties=ties, tie_seed=tie_seed,
+                                features=(query, gallery), metrics=metrics, **convention)
+    return Scores(f"ITQ {bits}-bit Hamming", score, has_secondary=True)
 
 
 def pick_run(records: list[dict], dataset: str, run: str = "") -> tuple[str, Path]:
@@ -189,3 +204,12 @@ def tie_study(scores: Sequence[Scores], *, preset: str = "clusterretri", tie_see
             results = s.score(ties=ties, tie_seed=seed, **PRESETS[preset])
             rows.append({"scores": s.name, "tie rule": text, **{m: r.value for m, r in results.items()}})
     return pd.DataFrame(rows)
+
+
+def itq_tie_study(query, gallery, query_labels, gallery_labels, *, bits: int = 64, seed: int = 0,
+                  preset: str = "clusterretri", tie_seeds: int = 5, metrics: Sequence[str] = DEFAULT_METRICS,
+                  **itq) -> pd.DataFrame:
+    """``tie_study`` of the ITQ Hamming ranking (``itq_scores``): one row per tie rule (stable, ``tie_seeds``
+    random orders, exact distance), a column per metric: how much the tie rule alone moves a hashed number."""
+    scores = itq_scores(query, gallery, query_labels, gallery_labels, bits=bits, seed=seed, metrics=metrics, **itq)
+    return tie_study([scores], preset=preset, tie_seeds=tie_seeds)
