@@ -43,7 +43,7 @@ Variants ("adc", "fuse", "rerank"), all distances ranked ascending (``higher_is_
             (the released code had a sign error putting the farthest first), then by index. It is
             ``metrics.evaluate(..., ties="secondary", secondary_higher_is_better=False)`` on blocks
             ``(start, end, adc, exact_distance)``.
-The ITQ hashing baseline of the released code is not implemented.
+The ITQ hashing baseline of the released code is a retrieval kind of its own: ``zssbir.eval.itq``.
 """
 from __future__ import annotations
 
