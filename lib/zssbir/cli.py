@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _cmd_data_generate(args: argparse.Namespace) -> int:
@@ -107,16 +108,46 @@ def _value_text(metric: dict) -> str:
     return f"{metric['value']:.4f}" + (f" ± {spread:.4f}" if spread is not None else "")
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _cmd_evaluate_checkpoint(args: argparse.Namespace) -> int:
+    """``evaluate --checkpoint FILE --dataset ID``: the authors' checkpoint encodes the data set's unseen split
+    (on the GPU when there is one), scored like a features file (``study.released``)."""
+    from .data.feature_files import FeatureFile, check_features, sha256_of
+    from .models.released_checkpoints import features_from_checkpoint
+    from .study.released import score_features
 
+    if not args.dataset:
+        raise ValueError("--checkpoint needs --dataset ID: the benchmark whose unseen split it encodes, e.g. "
+                         "--dataset sketchy_ext_split1")
+    path = Path(args.checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file {path}")
+    out = features_from_checkpoint(path, args.dataset, device=args.device, progress=not args.quiet,
+                                   embed_dim=args.embed_dim, duplicates=args.duplicates)
+    arrays = check_features(out["query"], out["query_labels"], out["gallery"], out["gallery_labels"],
+                            out.get("class_names"))
+    features = FeatureFile(**arrays, layout="checkpoint", sha256=sha256_of(path), path=path)
+    written = score_features(features, preset=args.preset, cluster=_cluster_arg(args.cluster),
+                             kmeans_seeds=args.kmeans_seeds, label=args.label, name=args.name, dataset=args.dataset,
+                             protocol="authors" if args.duplicates == "keep" else "clean",
+                             itq_bits=args.itq, chance_seeds=0 if args.no_chance else 5)
+    _print_scored(written, args)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .study import scoring
     from .study.results import load_results
     from .training.loop import load_trained
 
+    if args.checkpoint:
+        if args.run_dir:
+            raise ValueError("give a run folder or --checkpoint FILE, not both")
+        return _cmd_evaluate_checkpoint(args)
+    if not args.run_dir:
+        raise ValueError("evaluate needs a run folder (runs/train/<run name>) or --checkpoint FILE --dataset ID")
     run_dir = Path(args.run_dir)
     model, config = load_trained(run_dir, device=args.device)
-    cluster = (int(args.cluster[0]), int(args.cluster[1]), args.cluster[2]) if args.cluster else None
+    cluster = _cluster_arg(args.cluster)
     written = scoring.score_and_record(model, config, args.name or run_dir.name, preset=args.preset,
                                        cluster=cluster, label=args.label, device=args.device,
                                        extra={"run_dir": str(run_dir)}, kmeans_seeds=args.kmeans_seeds)
@@ -130,6 +161,66 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                                         duplicates=config.list_duplicates)
         print(f"{'chance':<8} " + "  ".join(f"{k} {v.value:.4f}" for k, v in chance.items())
               + "  (random ranking of the same unseen queries and gallery: a run that learned nothing scores this)")
+    return 0
+
+
+def _cluster_arg(values) -> tuple[int, int, str] | None:
+    """(M, K, variant) of ``--cluster M K VARIANT``; M and K must be integers."""
+    if not values:
+        return None
+    try:
+        return int(values[0]), int(values[1]), values[2]
+    except ValueError:
+        raise ValueError(f"--cluster takes M K VARIANT with integers M and K, e.g. --cluster 2 32 rerank; got "
+                         f"{' '.join(values)}") from None
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from .study.released import score_features_file
+
+    written = score_features_file(args.file, layout=args.layout, preset=args.preset, cluster=_cluster_arg(args.cluster),
+                                  kmeans_seeds=args.kmeans_seeds, itq_bits=args.itq, label=args.label, name=args.name,
+                                  dataset=args.dataset, protocol=args.protocol, chance_seeds=args.chance_seeds)
+    _print_scored(written, args)
+    return 0
+
+
+def _print_scored(written: dict, args: argparse.Namespace) -> None:
+    """The scores of a features file or checkpoint: its sizes, each procedure's metrics, the chance level."""
+    import numpy as np
+
+    from .study.results import load_results
+
+    first = load_results(written["exact"])[0]
+    source = first["params"]["source"]
+    print(f"{source['file']} ({source['layout']}, sha256 {source['sha256'][:12]}): {source['n_query']} queries, "
+          f"{source['n_gallery']} gallery items, {source['dim']} dimensions, {source['n_classes']} classes")
+    chance = {}
+    for procedure, path in written.items():
+        metrics = load_results(path)[0]["metrics"]
+        if procedure.startswith("chance"):
+            for k, v in metrics.items():
+                chance.setdefault(k, []).append(v["value"])
+            continue
+        print(f"{procedure:<8} " + "  ".join(f"{k} {_value_text(v)}" for k, v in metrics.items()) + f"  -> {path}")
+    if args.cluster:
+        print(f"(cluster: mean ± std over {args.kmeans_seeds} k-means seeds; every value is in the results file)")
+    if chance:
+        n = len(next(iter(chance.values())))
+        spread = {k: float(np.std(v, ddof=1)) if n > 1 else 0.0 for k, v in chance.items()}
+        print(f"{'chance':<8} " + "  ".join(f"{k} {np.mean(v):.4f} ± {spread[k]:.4f}" for k, v in chance.items())
+              + f"  (mean ± std over {n} random rankings of the same labels: features that learned nothing "
+                "score this)")
+
+
+def _cmd_export_features(args: argparse.Namespace) -> int:
+    from .data.feature_files import LAYOUTS
+    from .study.released import export_run_features
+
+    if args.format not in LAYOUTS:  # before the run is loaded and encoded
+        raise ValueError(f"unknown --format {args.format!r}; expected one of {', '.join(LAYOUTS)}")
+    path = export_run_features(args.run_dir, args.out, args.format, device=args.device)
+    print(f"unseen features of {args.run_dir} written to {path} ({args.format} layout)")
     return 0
 
 
@@ -180,7 +271,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=_cmd_train)
 
     ev = sub.add_parser("evaluate", help="score a trained run on the unseen split and write its results JSON files")
-    ev.add_argument("run_dir", help="the run folder (holds best.pt), e.g. runs/train/<run name>")
+    ev.add_argument("run_dir", nargs="?", default=None,
+                    help="the run folder (holds best.pt), e.g. runs/train/<run name>; or give --checkpoint")
+    ev.add_argument("--checkpoint", default=None, metavar="FILE",
+                    help="instead of a run: the authors' released SAKE / ClusterRetri model_best.pth.tar (read with "
+                         "weights_only), which encodes --dataset's unseen split (on the GPU when there is one)")
+    ev.add_argument("--dataset", default=None, help="with --checkpoint: the benchmark id, e.g. sketchy_ext_split1")
+    ev.add_argument("--embed-dim", type=int, default=None,
+                    help="with --checkpoint: the hashing layer's width to expect (512 or 64; default: the file's)")
+    ev.add_argument("--duplicates", default="keep", choices=("keep", "drop"),
+                    help="with --checkpoint: read the photo lists as published (keep, the authors' reading) or "
+                         "without their duplicate lines (drop)")
+    ev.add_argument("--itq", type=int, default=None, metavar="BITS", help="with --checkpoint: also ITQ hashing")
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.add_argument("--preset", default="clusterretri", help="metric convention (zssbir.eval.metrics.PRESETS)")
     ev.add_argument("--cluster", nargs=3, metavar=("M", "K", "VARIANT"), default=None,
                     help="also cluster-then-retrieve, e.g. --cluster 2 32 rerank")
@@ -191,6 +294,39 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-chance", action="store_true",
                     help="do not print the chance level (a random ranking of the same split) beside the scores")
     ev.set_defaults(func=_cmd_evaluate)
+
+    sc = sub.add_parser("score", help="score a features file others released (query and gallery features with "
+                                      "labels) and write its results JSON files, e.g. "
+                                      "`zssbir score features.pickle --cluster 2 32 adc` (ClusterRetri's released "
+                                      "log, 0.7690 at M=2 K=32, ranks by plain ADC; rerank is their --rerank)")
+    sc.add_argument("file", help="the features file: a ClusterRetri or SAKE pickle, or an npz "
+                                 "(zssbir.data.feature_files); pickles are read by a restricted unpickler")
+    sc.add_argument("--layout", default="auto",
+                    help="the file's layout: auto (default: detected from its content), clusterretri, sake or npz")
+    sc.add_argument("--preset", default="clusterretri", help="metric convention (zssbir.eval.metrics.PRESETS)")
+    sc.add_argument("--cluster", nargs=3, metavar=("M", "K", "VARIANT"), default=None,
+                    help="also cluster-then-retrieve, e.g. --cluster 2 32 rerank")
+    sc.add_argument("--kmeans-seeds", type=int, default=5, help="k-means seeds cluster-then-retrieve is scored over")
+    sc.add_argument("--itq", type=int, default=None, metavar="BITS", help="also ITQ hashing with this many bits")
+    sc.add_argument("--label", default=None, help="row label in the study tables (default: file name and sha256)")
+    sc.add_argument("--name", default=None, help="results file stem (default: released_<file stem>_<sha256>)")
+    sc.add_argument("--dataset", default=None,
+                    help="the data set id the rows are tabled under, e.g. sketchy_ext_split1 to stand beside its "
+                         "published numbers (default: 'features file')")
+    sc.add_argument("--protocol", default="authors", choices=("authors", "clean"),
+                    help="the lists the features were computed on (default: authors, as a released file)")
+    sc.add_argument("--chance-seeds", type=int, default=5,
+                    help="random rankings of the same labels scored as the chance level (0: none)")
+    sc.set_defaults(func=_cmd_score)
+
+    ex = sub.add_parser("export-features", help="write a trained run's unseen features as a features file")
+    ex.add_argument("run_dir", help="the run folder (holds best.pt)")
+    ex.add_argument("out", help="the features file to write")
+    ex.add_argument("--format", default="npz",
+                    help="layout: clusterretri or sake (their pickles), or npz (default; the only one keeping class "
+                         "names)")
+    ex.add_argument("--device", default="auto")
+    ex.set_defaults(func=_cmd_export_features)
 
     rep = sub.add_parser("reports", help="run the notebooks of the pipeline into reports/")
     rep.add_argument("--pipeline", default=None, help="pipeline file (default: notebooks/pipeline.yml)")
