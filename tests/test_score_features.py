@@ -151,5 +151,8 @@ def test_a_run_s_exported_features_score_exactly_as_the_run(isolated_dirs, capsy
                    {m: v["value"] for m, v in want[procedure].items()}, (layout, procedure)
         assert got["cluster"]["map@all"]["per_kmeans_seed"] == want["cluster"]["map@all"]["per_kmeans_seed"]
         assert {m: v["value"] for m, v in got["chance_seed0"].items()} == {m: v.value for m, v in chance.items()}
+    paths_ = scoring.score_and_record(model, config, "tiny", cluster=cluster, kmeans_seeds=2).values()
+    table = released.round_trip(run, list(paths_), isolated_dirs / "rt.pickle", out_dir=isolated_dirs / "rt")
+    assert set(table["procedure"]) == {"exact", "cluster"} and len(table) == 8 and table["equal"].all()
     assert cli.main(["export-features", str(run), str(isolated_dirs / "x"), "--format", "hdf5"]) == 2
     assert "unknown --format 'hdf5'" in capsys.readouterr().err

@@ -158,6 +158,33 @@ def export_run_features(run_dir: str | Path, path: str | Path, format: str = "np
     return write_features(path, format, q, ql, g, gl, class_names=names)
 
 
+def round_trip(run_dir: str | Path, run_results: list[str | Path], path: str | Path, format: str = "clusterretri", *,
+               out_dir: str | Path, device: str = "auto") -> "pd.DataFrame":
+    """Export a run's unseen features (``export_run_features``) and score the file with the same procedures as the
+    run's results files ``run_results`` (exact, and cluster-then-retrieve with the same M, K, variant and k-means
+    seeds) into ``out_dir``: one row per procedure and metric with the run's value, the file's and whether they are
+    equal (they must be: the same features, ranked by the same code)."""
+    import pandas as pd
+
+    records = [r for p in run_results for r in load_results(p)]
+    cluster = next((r["params"]["retrieval"] for r in records if r["params"]["retrieval"]["kind"] == "cluster"
+                    and "ties" not in r["params"]["retrieval"]), None)
+    exported = export_run_features(run_dir, path, format, device=device)
+    written = score_features_file(exported, layout=format, out_dir=out_dir, chance_seeds=0,
+                                  cluster=cluster and (cluster["M"], cluster["K"], cluster["variant"]),
+                                  kmeans_seeds=cluster["kmeans_seeds"] if cluster else KMEANS_SEEDS)
+    theirs = {(r["params"]["retrieval"]["kind"], m): v["value"] for r in records if "ties" not in
+              r["params"]["retrieval"] for m, v in r["metrics"].items()}
+    rows = []
+    for procedure, p in written.items():
+        for metric, v in load_results(p)[0]["metrics"].items():
+            run_value = theirs.get((procedure, metric))
+            if run_value is not None:
+                rows.append({"procedure": procedure, "metric": metric, "run": run_value, "file": v["value"],
+                             "equal": run_value == v["value"]})
+    return pd.DataFrame(rows)
+
+
 # ------------------------------------------------------------------ tables
 def released_frame(source: str | Path) -> "pd.DataFrame":
     """The ``tables.study_frame`` rows of the released features files' results under ``source`` (a folder or
