@@ -72,7 +72,7 @@ def _first_step_draws(monkeypatch, run_dir, rank: int, world: int = 2) -> dict:
     """The L_DA targets and augmentation parameters of the first training step of rank ``rank`` of a
     ``world``-process run, trained in this process (no process group: the loop is told its rank, DDP's wrapper
     and barriers are no-ops, and the run stops once the first step's losses are computed)."""
-    import zssbir.training.losses as losses
+    import zssbir.models.losses as losses
 
     draws = {"targets": [], "affine": []}
     original_kl, original_params, original_forward = losses.alignment_kl, T.RandomAffine.get_params, ClusterRetri.forward

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from zssbir.training import losses
+from zssbir.models import losses
 from zssbir.training.config import TrainConfig
 from zssbir.data.quadruplets import ROLES, QuadrupletSampler, stack_quadruplets
 from zssbir.models.backbones import BackboneOutput

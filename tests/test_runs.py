@@ -87,16 +87,16 @@ def test_code_changes_are_refused_retrained_or_reused_as_asked(isolated_dirs, mo
     config = TrainConfig(**TINY)
     first = runs.trained_run(config, progress=False, device="cpu")
     recorded = identity.training_code()
-    assert "training/losses.py" in recorded and any(f.startswith("models/") for f in recorded)
-    changed = {**recorded, "training/losses.py": "0" * 16}
+    assert {"models/losses.py", "config.py", "training/loop.py"} <= set(recorded)  # the losses and settings too
+    changed = {**recorded, "models/losses.py": "0" * 16}
     monkeypatch.setattr(identity, "training_code", lambda: changed)
     monkeypatch.setattr(runs, "training_code", lambda: changed)
     import zssbir.training.loop as loop
 
     monkeypatch.setattr(loop, "training_code", lambda: changed)
-    with pytest.raises(runs.RunNotFoundError, match=r"trained by other code \(changed: training/losses.py\)"):
+    with pytest.raises(runs.RunNotFoundError, match=r"trained by other code \(changed: models/losses.py\)"):
         runs.open_run(config, device="cpu")
-    with pytest.raises(ValueError, match=r"other code \(changed: training/losses.py\).*retrain"):
+    with pytest.raises(ValueError, match=r"other code \(changed: models/losses.py\).*retrain"):
         runs.train_run(config, progress=False)
     calls = {"n": 0}
     original = ClusterRetri.forward

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..training import losses
+from . import losses
 
 
 class ClusterRetri(nn.Module):

@@ -19,7 +19,7 @@ What SAKE does (Liu et al., ICCV 2019; public code github.com/qliu24/SAKE, ``src
   (we also copy the classifier bias into the head, and zero the projection bias).
 * Teacher. A frozen ImageNet SE-ResNet50 (SAKE uses its CSE net with the zero domain column, which
   is the same function), evaluated on every image; only photo rows enter the loss.
-* KD loss (in ``zssbir.training.losses``, not here). SAKE's ``SoftCrossEntropy``: target = softmax(kd_lambda *
+* KD loss (in ``zssbir.models.losses``, not here). SAKE's ``SoftCrossEntropy``: target = softmax(kd_lambda *
   teacher_logits + kdneg_lambda * cid_mask), loss = sum over photos of -<target, log_softmax(student
   ImageNet logits)> / number of photos. There is no separate temperature: kd_lambda = 1.0 multiplies
   the teacher logits (an inverse temperature, so T = 1). kdneg_lambda = 0.3 with cid_mask, a

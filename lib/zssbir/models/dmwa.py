@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..training import losses
 from ..data.quadruplets import ROLES
+from . import losses
 
 WEIGHTINGS = ("none", "local", "global", "both")
 GLOBAL_SCORES = ("text", "pair", "text+pair")
@@ -296,7 +296,7 @@ def text_tower_choice(backbone: str, pretrained: str | None, params: DMWAParams)
     tower (``"pretrain"``, trained with the small backbone by ``make pretrain``) when the small backbone starts
     from that pretraining; else the tiny random CLIP config (the class prompts then act as fixed random class
     codes, see docs/dmwa.md)."""
-    from ..training.pretrained_store import PRETRAINED_MINIATURE
+    from ..config import PRETRAINED_MINIATURE
     from .clip_towers import TINY_CLIP_NAME
 
     if params.text_model is not None:
@@ -311,8 +311,9 @@ def text_tower_choice(backbone: str, pretrained: str | None, params: DMWAParams)
 def miniature_class_texts(class_names: Sequence[str], dataset: str | None) -> torch.Tensor:
     """The miniature text tower's (frozen) embeddings [C, D] of the classes' captions (their programs' summaries,
     ``data.synthetic_pretrain.benchmark_captions``); the tower is the default pretraining's ``text.pt``."""
+    from ..config import PRETRAINED_MINIATURE
     from ..data.synthetic_pretrain import benchmark_captions
-    from ..training.pretrained_store import PRETRAINED_MINIATURE, resolve_weights
+    from .named_weights import resolve_weights
     from .small_text import load_small_text_encoder
 
     if dataset is None:
@@ -331,7 +332,7 @@ def encode_class_texts(class_names: Sequence[str], model_name: str, pretrained: 
     A randomly initialised tower (pretrained None) is built under ``seed`` without touching the
     global RNG, so the same names always give the same codes. ``model_name="pretrain"`` is the miniature's
     small text tower (``miniature_class_texts``): one caption per class serves both domains."""
-    from ..training.pretrained_store import PRETRAINED_MINIATURE
+    from ..config import PRETRAINED_MINIATURE
     from .clip_towers import build_text_encoder
 
     if model_name == PRETRAINED_MINIATURE:

@@ -5,7 +5,7 @@ from typing import Callable, Sequence
 
 from torch import nn
 
-from ..training.config import TrainConfig
+from ..config import TrainConfig
 
 METHODS = ("clusterretri", "dmwa")
 
@@ -45,7 +45,7 @@ def build_model(config: TrainConfig, class_names: Sequence[str], *, for_training
                             kd_temperature=config.kd_temperature,
                             lambda_kd_mask=config.lambda_kd_mask if for_training else 0.0, class_mask=class_mask)
     if config.method == "dmwa":
-        from ..training.pretrained_store import PRETRAINED_MINIATURE
+        from ..config import PRETRAINED_MINIATURE
         from .dmwa import DMWA, DMWAParams, encode_class_texts, text_tower_choice
 
         params = DMWAParams.from_dict(config.method_params)
@@ -64,7 +64,7 @@ def build_model(config: TrainConfig, class_names: Sequence[str], *, for_training
 
 def _teacher(config: TrainConfig) -> nn.Module:
     """SAKE's frozen teacher: the pretrained small backbone with its corpus-class head, or the ImageNet SE-ResNet50."""
-    from ..training.pretrained_store import resolve_weights
+    from .named_weights import resolve_weights
 
     if config.backbone == "small":
         from .small import build_small_teacher
@@ -80,7 +80,7 @@ def _backbone(config: TrainConfig, weights: bool = True, **extra) -> nn.Module:
     """The configured backbone, with its ``pretrained`` weights unless ``weights`` is False (a trained run's
     checkpoint holds them). open_clip towers keep their native input size (``config.image_size`` is for
     the others): forcing e.g. 64 px on a 224 px CLIP would interpolate its position embeddings silently."""
-    from ..training.pretrained_store import resolve_weights
+    from .named_weights import resolve_weights
     from .backbones import build_backbone
 
     size = None if config.backbone.startswith("clip:") else config.image_size

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import RUNTIME_FIELDS, TrainConfig
+from ..config import RUNTIME_FIELDS, TrainConfig
+from . import pretrained_store  # noqa: F401  registers the config name "pretrain" (models.named_weights)
 from .identity import CODE_CHANGE_POLICIES, code_changes, default_run_dir, training_code
 from ..data.datasets import UnreadableImageError, load_split, subsample_per_class
 from ..data.quadruplets import quadruplet_batches

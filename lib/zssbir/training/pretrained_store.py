@@ -1,16 +1,19 @@
 """How a run config names the miniature's pretrained weights (issue 13): the value ``"pretrain"``
-(``PRETRAINED_MINIATURE``) in ``pretrained`` or ``teacher_weights`` is the ``backbone.pt`` of the default
-pretraining of the current code (``training.pretrain``), built or committed (``training.pretrained_files``); a
-missing one names the command that builds it.
+(``PRETRAINED_MINIATURE``, defined in ``zssbir.config``) in ``pretrained`` or ``teacher_weights`` is the
+``backbone.pt`` of the default pretraining of the current code (``training.pretrain``), built or committed
+(``training.pretrained_files``); a missing one names the command that builds it.
+
+Importing this module registers the name with ``models.named_weights``, through which the models (``models.factory``,
+``models.dmwa``) resolve it without importing training (issue 26).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..config import PRETRAINED_MINIATURE
+from ..models import named_weights
 from .pretrain import PretrainSettings, content_key
 from .pretrained_files import build_command, finished_dir, other_folders
-
-PRETRAINED_MINIATURE = "pretrain"  # a config's name for the weights of `make pretrain` (default settings)
 
 
 def pretrained_weights(settings: PretrainSettings | None = None) -> Path:
@@ -34,3 +37,10 @@ def resolve_weights(value: str | None) -> str | None:
     if value != PRETRAINED_MINIATURE:
         return value
     return str(pretrained_weights())
+
+
+def _miniature() -> str:
+    return str(pretrained_weights())  # looked up when called: a patched pretrained_weights is the one used
+
+
+named_weights.register(PRETRAINED_MINIATURE, _miniature)
