@@ -9,7 +9,7 @@ LAB_PORT ?= 8888
 LAB_FLAGS := --ip 127.0.0.1 --port $(LAB_PORT) $(if $(filter 0,$(shell id -u)),--allow-root --no-browser,)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data pretrain reports test test-browser bench lab explore strip clean
+.PHONY: help setup data pretrain reports reports-full test test-browser bench lab explore strip clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ pretrain: setup ## pretrain the small backbone and text tower on the synthetic_p
 
 reports: setup ## regenerate every report (notebooks in notebooks/pipeline.yml) into reports/
 	$(PY) -m zssbir.cli reports --pipeline $(PIPELINE) --readme
+
+reports-full: setup ## make reports plus the controls beyond its 20 minutes (notebooks/pipeline_full.yml; reuses its runs)
+	$(PY) -m zssbir.cli reports --pipeline notebooks/pipeline_full.yml --readme
 
 test: setup ## run every test: unit tests, and the notebook pipeline with tiny parameters in temporary folders
 	$(PY) -m pytest -q -m "not browser" tests

@@ -59,6 +59,9 @@ def _trained_by_01(test: bool) -> list:
         p = _effective(step, test)
         out += runs.run_grid(p["run_config"], p["overrides"], seeds=p["seeds"], starts=p["starts"],
                              vary={"lambda_da": p["lambda_das"]})
+        if p["control_starts"]:  # the control starts at the baseline only
+            out += runs.run_grid(p["run_config"], p["overrides"], seeds=p["seeds"], starts=p["control_starts"],
+                                 vary={"lambda_da": [0.0]})
     return out
 
 
@@ -90,7 +93,8 @@ def test_every_notebook_runs_with_tiny_parameters(isolated_dirs):
     train_steps = [s for s in STEPS if s.notebook == "01_train.ipynb"]
     results = {r["name"]: r for r in load_results(isolated_dirs / "runs" / "results")}
     grid = _trained_by_01(test=True)
-    assert {runs.start_of(c) for c in grid} == {"pretrained", "scratch"} and len({runs.run_name(c) for c in grid}) == 8
+    assert {runs.start_of(c) for c in grid} == {"pretrained", "scratch"} and len({runs.run_name(c) for c in grid}) == 10
+    assert sum(bool(c.lambda_kd == 0 and c.pretrained) for c in grid) == 2  # the pretrained start without distillation
     for config in grid:
         for procedure in ("exact", "cluster"):
             record = results[f"{runs.run_name(config)}__{procedure}"]
@@ -115,13 +119,19 @@ def test_every_notebook_runs_with_tiny_parameters(isolated_dirs):
     # 04's ablations and 05's claims and headline
     dmwa = [r for r in results.values() if r["params"]["method"] == "dmwa"]
     assert {r["params"]["label"].rsplit(", ", 1)[0] for r in dmwa} == {
-        "DMWA (weighting both, quadruplet)", "DMWA (weighting none, quadruplet)", "DMWA (weighting both, triplet)"}
+        "DMWA (weighting both, quadruplet)", "DMWA (weighting none, quadruplet)", "DMWA (weighting both, triplet)",
+        "DMWA (weighting both, balanced)"}
     assert {r["seed"] for r in dmwa} == {0, 1}
     scratch = {r["params"]["label"] for r in dmwa if not r["params"]["train"]["pretrained"]}
     assert {label.rsplit(", ", 1)[0] for label in scratch} == {"DMWA (weighting both, quadruplet)"}
     headline = json.loads((out / "tables" / "headline.json").read_text())
-    assert len(headline["claims"]) == 7 and all("paired seeds" in c for c in headline["claims"])
-    assert sum("a pretrained start improves on scratch" in c for c in headline["claims"]) == 3
+    # the papers' claims, their controls (transductive re-ranker, cluster gain from scratch, scale-matched triplet,
+    # distillation apart from the start) and the starting-point questions, each Holm-corrected over all 12
+    assert len(headline["claims"]) == 12 and all("paired seeds" in c and "over 12 claims" in c
+                                                 for c in headline["claims"])
+    assert sum("improves on scratch" in c for c in headline["claims"]) == 4
+    assert any("transductive re-ranker" in c for c in headline["claims"])
+    assert any("scale-matched triplet" in c for c in headline["claims"])
     assert any(r["row"].endswith(", from scratch") for r in headline["rows"])
     assert any(r["row"] == "chance (random ranking)" for r in headline["rows"])
     assert all((out / f).is_file() for f in headline["figures"])
@@ -146,12 +156,13 @@ def test_the_report_trains_five_paired_seeds_of_every_claim():
     variant and the two ablations the paper's claims need, over the same five seeds."""
     grid = _trained_by_01(test=False)
     seeds = {c.seed for c in grid}
-    assert seeds == {0, 1, 2, 3, 4} and len(grid) == 20
+    assert seeds == {0, 1, 2, 3, 4} and len(grid) == 25
     assert {(runs.start_of(c), c.lambda_da) for c in grid} == {(s, l) for s in ("pretrained", "scratch")
                                                                for l in (0.0, 0.1)}
+    assert sum(bool(c.lambda_kd == 0 and c.pretrained and c.lambda_da == 0) for c in grid) == 5  # no distillation
     dmwa = _effective(next(s for s in STEPS if s.notebook == "04_dmwa.ipynb"), test=False)
     assert set(dmwa["seeds"]) == seeds and dmwa["starts"] == ["pretrained", "scratch"]
-    assert {"none", "both"} <= set(dmwa["ablation_weightings"]) and "triplet" in dmwa["ablation_losses"]
+    assert {"none", "both"} <= set(dmwa["ablation_weightings"]) and {"triplet", "balanced"} <= set(dmwa["ablation_losses"])
 
 
 def test_explorer_opens_runs_that_the_training_notebooks_train():

@@ -68,7 +68,10 @@ def _cmd_reports(args: argparse.Namespace) -> int:
         else:
             from .study.readme_headline import update_readme
 
-            print(f"headline table and figure written into {update_readme(reports=args.out)}")
+            full = args.pipeline and Path(args.pipeline).name == "pipeline_full.yml"
+            target = "make reports-full" if full else "make reports" if not args.pipeline or \
+                Path(args.pipeline).name == "pipeline.yml" else f"zssbir reports --pipeline {args.pipeline}"
+            print(f"headline table and figure written into {update_readme(reports=args.out, target=target)}")
     return 0
 
 

@@ -65,6 +65,9 @@ class TrainConfig:
     kd_mask: str | None = None          # the mask file (cid_mask.pickle: seen class -> 1000 ImageNet similarities)
     validation_gallery: int | None = None  # seen-class photos the per-epoch validation ranks (None: all; a seeded
                                         # per-class subsample otherwise, for large benchmarks)
+    mismatched_pairs: float = 0.0       # DMWA: share of the training photos (a fixed set, the same for every seed)
+                                        # whose anchor sketch is drawn from another class: degraded pairs for the
+                                        # weight list to find (data.quadruplets; issue 22's control)
     method_params: dict = field(default_factory=dict)  # method-specific options (validated by the method)
     selection: str = "seen_val"         # seen_val: retrieval mAP on held-out seen sketches (default) | seen_val_top1:
                                         # their top-1 class accuracy (the authors' rule) | unseen_test (leaks) | last
@@ -104,6 +107,12 @@ class TrainConfig:
         if self.torch_threads is not None and (isinstance(self.torch_threads, bool)
                                                or not isinstance(self.torch_threads, int) or self.torch_threads < 1):
             raise ValueError(f"torch_threads must be a positive int or None, got {self.torch_threads!r}")
+        if isinstance(self.mismatched_pairs, bool) or not isinstance(self.mismatched_pairs, (int, float)) \
+                or not 0 <= self.mismatched_pairs < 1:
+            raise ValueError(f"mismatched_pairs must be a share in [0, 1), got {self.mismatched_pairs!r}")
+        if self.mismatched_pairs and self.method != "dmwa":
+            raise ValueError("mismatched_pairs degrades DMWA's quadruplets; a clusterretri run has no sketch-photo "
+                             "pairs to mismatch: leave it at 0")
         if not 0 < self.sketch_fraction < 1:
             raise ValueError(f"sketch_fraction must be in (0, 1), got {self.sketch_fraction}")
         if self.lambda_kd > 0 and not self.teacher_weights:

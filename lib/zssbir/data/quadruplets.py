@@ -7,6 +7,11 @@ sharded over DDP ranks like ``SeededShuffleSampler``). For each positive photo:
   negative photo   a photo of another class;
   negative sketch  a sketch of another class (drawn independently of the negative photo).
 Draws come from ``numpy.random.default_rng([seed, epoch, rank])``, so a resumed run repeats them.
+
+Mismatched pairs (``mismatched``, a share in [0, 1)): a fixed set of training photos, the same for every seed and
+epoch (drawn once from ``MISMATCH_TAG``: a property of the degraded data, not of the run), gets as its anchor a
+sketch of ANOTHER class, drawn from a stream of its own, so the other draws stay those of clean data. These are the
+low-quality pairs DMWA's weight list is meant to down-weight (``mismatched_photos`` says which they are).
 """
 from __future__ import annotations
 
@@ -20,13 +25,14 @@ from torch.utils.data import Dataset
 from .samplers import RANK_SEED_STEP, SeededShuffleSampler, make_loader
 
 ROLES = ("sketch", "photo", "neg_photo", "neg_sketch")
+MISMATCH_TAG = 977  # the random stream of the mismatched set and of its anchors
 
 
 class QuadrupletSampler:
     """Index quadruplets (sketch, photo, neg_photo, neg_sketch) into a sketch and a photo dataset."""
 
     def __init__(self, sketch_labels: Sequence[int], sketch_pairs: Sequence[str], photo_labels: Sequence[int],
-                 photo_ids: Sequence[str], seed: int, num_replicas: int = 1, rank: int = 0):
+                 photo_ids: Sequence[str], seed: int, num_replicas: int = 1, rank: int = 0, mismatched: float = 0.0):
         self.sketch_labels, self.photo_labels = np.asarray(sketch_labels), np.asarray(photo_labels)
         by_class, by_pair = defaultdict(list), defaultdict(list)
         for i, (y, pair) in enumerate(zip(self.sketch_labels, sketch_pairs)):
@@ -43,6 +49,7 @@ class QuadrupletSampler:
         self.sketches_of_photo = [np.asarray(by_pair.get((int(y), pid), [])) for y, pid in zip(self.photo_labels, photo_ids)]
         self.paired_fraction = float(np.mean([len(s) > 0 for s in self.sketches_of_photo])) if len(photo_ids) else 0.0
         self.seed, self.num_replicas, self.rank = seed, num_replicas, rank
+        self.mismatched = mismatched_photos(len(self.photo_labels), mismatched)
 
     def __len__(self) -> int:
         return -(-len(self.photo_labels) // self.num_replicas)
@@ -61,7 +68,20 @@ class QuadrupletSampler:
             out[row, 0], out[row, 1] = pool[rng.integers(len(pool))], j
             out[row, 2] = _draw_other(rng, self.photo_labels, y, n_photos)
             out[row, 3] = _draw_other(rng, self.sketch_labels, y, n_sketches)
+        if self.mismatched.any():
+            other = np.random.default_rng([MISMATCH_TAG, self.seed, epoch, self.rank])
+            for row in np.flatnonzero(self.mismatched[out[:, 1]]):
+                out[row, 0] = _draw_other(other, self.sketch_labels, self.photo_labels[out[row, 1]], n_sketches)
         return out
+
+
+def mismatched_photos(n_photos: int, share: float) -> np.ndarray:
+    """Boolean mask of the ``round(share * n_photos)`` training photos whose anchors are mismatched: a fixed draw
+    (``MISMATCH_TAG``), so every run on the degraded data degrades the same photos."""
+    mask = np.zeros(n_photos, dtype=bool)
+    if share:
+        mask[np.random.default_rng(MISMATCH_TAG).permutation(n_photos)[:int(round(share * n_photos))]] = True
+    return mask
 
 
 def _draw_other(rng: np.random.Generator, labels: np.ndarray, y: int, n: int) -> int:
@@ -108,7 +128,8 @@ def quadruplet_batches(data: dict, config, epoch: int, rank: int, world: int):
     p = per_rank // 4
     sketches, photos = data["sketch"], data["photo"]
     sampler = QuadrupletSampler(sketches.labels, sketches.pair_ids, photos.labels, photos.pair_ids,
-                                seed=config.seed * 1_000_003 + 7, num_replicas=world, rank=rank)
+                                seed=config.seed * 1_000_003 + 7, num_replicas=world, rank=rank,
+                                mismatched=config.mismatched_pairs)
     quads = sampler.epoch(epoch)
     steps = len(quads) // p
     if config.max_steps_per_epoch:

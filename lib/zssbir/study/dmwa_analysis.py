@@ -39,12 +39,14 @@ def probe_weights(model, config: TrainConfig, n: int = 96, seed: int = 0, split:
                   device: str | torch.device = "cpu") -> tuple[pd.DataFrame, QuadrupletDataset]:
     """The weight list that training would compute on ``n`` quadruplets of ``split`` (eval transforms,
     one batch, so w has mean 1 over these n pairs). Returns one row per pair (sketch and photo index,
-    class, a_loc, a_glob, w) and the quadruplet dataset, for showing the images."""
+    class, paired, mismatched (the anchor is another class's sketch: ``TrainConfig.mismatched_pairs``), a_loc,
+    a_glob, w) and the quadruplet dataset, for showing the images."""
     tf = transforms_for(model, config, train=False)
     data = {d: load_split(config.dataset, split, d, data_root=config.data_root, transform=tf[d])
             for d in ("sketch", "photo")}
     sampler = QuadrupletSampler(data["sketch"].labels, data["sketch"].pair_ids, data["photo"].labels,
-                                data["photo"].pair_ids, seed=seed)
+                                data["photo"].pair_ids, seed=seed,
+                                mismatched=config.mismatched_pairs if split == "train" else 0.0)
     quads = sampler.epoch(0)[:n]
     ds = QuadrupletDataset(data["sketch"], data["photo"], quads)
     batch = stack_quadruplets(torch.utils.data.default_collate([ds[k] for k in range(len(ds))]))
@@ -55,8 +57,38 @@ def probe_weights(model, config: TrainConfig, n: int = 96, seed: int = 0, split:
     frame = pd.DataFrame({"sketch": quads[:, 0], "photo": quads[:, 1],
                           "class": [names[data["photo"].labels[j]] for j in quads[:, 1]],
                           "paired": [data["sketch"].pair_ids[s] == data["photo"].pair_ids[p] for s, p in quads[:, :2]],
+                          "mismatched": sampler.mismatched[quads[:, 1]],
                           **weights})
     return frame, ds
+
+
+def weight_quality(probe: pd.DataFrame) -> dict:
+    """Whether the weight list tracks the injected pair quality: the mean w of mismatched and of sound pairs and
+    the correlation of w with being sound (point-biserial, Pearson's r with its p-value; NaN without both kinds)."""
+    from scipy import stats
+
+    bad = probe["mismatched"].to_numpy(bool)
+    out = {"pairs": len(probe), "mismatched": int(bad.sum()), "mean_w_mismatched": float(probe["w"][bad].mean())
+           if bad.any() else float("nan"), "mean_w_sound": float(probe["w"][~bad].mean()) if (~bad).any()
+           else float("nan"), "r": float("nan"), "p_value": float("nan")}
+    if 0 < bad.sum() < len(bad) and probe["w"].std() > 0:
+        r, p = stats.pearsonr((~bad).astype(float), probe["w"].to_numpy(float))
+        out.update(r=float(r), p_value=float(p))
+    return out
+
+
+def weight_quality_sentence(quality: dict, digits: int = 2) -> str:
+    """One sentence from ``weight_quality``."""
+    if not quality["mismatched"]:
+        return ("No training pair of this run is mismatched (mismatched_pairs = 0), so the weight list has no "
+                "injected low-quality pair to find here.")
+    tracks = ("tracks the injected quality: mismatched pairs weigh less" if quality["r"] > 0 and quality["p_value"] < 0.05
+              else "weighs mismatched pairs MORE" if quality["r"] < 0 and quality["p_value"] < 0.05
+              else "does not separate mismatched from sound pairs measurably")
+    return (f"Of {quality['pairs']} probed training pairs {quality['mismatched']} are mismatched (their anchor is "
+            f"another class's sketch): mean w {quality['mean_w_mismatched']:.{digits}f} against "
+            f"{quality['mean_w_sound']:.{digits}f} for sound pairs, correlation of w with soundness r = "
+            f"{quality['r']:+.{digits}f} (p = {quality['p_value']:.2g}). The weight list {tracks}.")
 
 
 def plot_weight_history(history: list[dict], title: str = ""):
@@ -103,6 +135,7 @@ def run_ablations(base: TrainConfig, variants: list[dict], seeds: list[int], *, 
         for params in variants if i == 0 else variants[:1]:
             for seed in seeds:
                 configs.append(dataclasses.replace(base, **start_overrides(start), method_params=params, seed=seed))
-                labels.append(variant_label(params))
+                labels.append(variant_label(params) + (f", {base.mismatched_pairs:.0%} mismatched pairs"
+                                                       if base.mismatched_pairs else ""))
     return train_and_score(configs, preset=preset, cluster=cluster, labels=labels, device=device,
                            if_code_changed=if_code_changed)

@@ -34,20 +34,29 @@ class Step:
 
 
 def load_pipeline(path: str | Path | None = None) -> list[Step]:
+    """The steps of a pipeline file. A file with ``extends: <other pipeline file>`` (beside it) runs every step of
+    that file, plus its own steps, each placed right after the step its ``after`` names (else at the end)."""
     path = Path(path) if path else paths.notebooks_dir() / "pipeline.yml"
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    # top-level keys other than 'steps' may hold YAML anchors shared by the steps
+    # top-level keys other than 'steps' (and 'extends') may hold YAML anchors shared by the steps
     if not isinstance(raw, dict) or not isinstance(raw.get("steps"), list):
         raise ValueError(f"{path}: expected a mapping with a 'steps' list")
-    steps, known = [], set(Step.__dataclass_fields__)
+    steps, known = (load_pipeline(path.parent / raw["extends"]) if raw.get("extends") else []), \
+        set(Step.__dataclass_fields__)
     for i, entry in enumerate(raw["steps"]):
+        entry = dict(entry)
+        after = entry.pop("after", None) if raw.get("extends") else None
         unknown = set(entry) - known
         if unknown:
-            raise ValueError(f"{path}: step {i} has unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
+            raise ValueError(f"{path}: step {i} has unknown keys {sorted(unknown)}; allowed: {sorted(known)}"
+                             + (" (and 'after' in a file that extends another)" if raw.get("extends") else ""))
         step = Step(**entry)
         if not (paths.notebooks_dir() / step.notebook).is_file():
             raise FileNotFoundError(f"{path}: step {step.name!r} names {step.notebook}, which is not in notebooks/")
-        steps.append(step)
+        names = [s.name for s in steps]
+        if after is not None and after not in names:
+            raise ValueError(f"{path}: step {step.name!r} comes after {after!r}, which is not a step of {names}")
+        steps.insert(names.index(after) + 1 if after is not None else len(steps), step)
     names = [s.name for s in steps]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: step names must be unique, got {names}")

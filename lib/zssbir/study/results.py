@@ -128,6 +128,7 @@ def results_frame(records: list[dict]) -> "pd.DataFrame":
                          "backbone": train.get("backbone"), "lambda_da": train.get("lambda_da"),
                          "lambda_kd": train.get("lambda_kd"), "seed": r["seed"],
                          "epochs": train.get("epochs"), "best_epoch": r.get("extra", {}).get("best_epoch"),
+                         "mismatched_pairs": train.get("mismatched_pairs", 0.0),
                          "start": ("pretrained" if train.get("pretrained") else "scratch") if train else None,
                          "retrieval": retrieval.get("kind"), "M": retrieval.get("M"), "K": retrieval.get("K"),
                          "variant": retrieval.get("variant"), "tie_order": retrieval.get("ties"),
