@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import fabricate_sketchy_style
-from zssbir.models.released_checkpoints import (features_from_checkpoint, load_authors_checkpoint,
-                                                read_checkpoint)
+from zssbir.models.released_checkpoints import load_authors_checkpoint, read_checkpoint
+from zssbir.models.released_features import features_from_checkpoint
 
 STAGES = ((1, 64, 3, 1), (2, 128, 4, 2), (3, 256, 6, 2), (4, 512, 3, 2))  # layer, planes, blocks, stride
 M = "module.original_model."

@@ -115,7 +115,7 @@ def _cmd_evaluate_checkpoint(args: argparse.Namespace) -> int:
     """``evaluate --checkpoint FILE --dataset ID``: the authors' checkpoint encodes the data set's unseen split
     (on the GPU when there is one), scored like a features file (``study.released``)."""
     from .data.feature_files import FeatureFile, check_features, sha256_of
-    from .models.released_checkpoints import features_from_checkpoint
+    from .models.released_features import features_from_checkpoint
     from .study.released import score_features
 
     if not args.dataset:
