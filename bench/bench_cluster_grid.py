@@ -25,6 +25,10 @@ numbers say nothing about real features). Grid: M in 1, 2, 4, 8, 16 x K in 8, 16
    timed once per M at K = 32. The released script runs the 35 points as parallel processes; on
    2 cores that cannot beat this sequential figure by more than 2x.
 
+Threads: the package's (``zssbir.runtime.configure_threads``: torch and faiss on the CPUs the process may use,
+k-means fits on ``kmeans_threads()``, 1 unless ZSSBIR_KMEANS_THREADS says otherwise), printed first;
+``bench_contention.py`` measures k-means beside busy processes.
+
 Run: ``python bench/bench_cluster_grid.py`` (full, about 5 minutes on 2 cores), ``--seeds 1``,
 ``--quick`` (1/10 size). Wall and process CPU times are printed with the load average: other
 processes on the machine inflate wall times.
@@ -37,13 +41,13 @@ import sys
 import time
 
 import numpy as np
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_clustering import features  # noqa: E402  (the seeded synthetic clusters of the cluster bench)
 
 from zssbir.eval.cluster_grid import GRID_KS, GRID_MS, grid  # noqa: E402
 from zssbir.eval.cluster_retrieval import ClusterIndex  # noqa: E402
+from zssbir.runtime import configure_threads, describe_threads  # noqa: E402
 
 METRICS = ("map@all", "prec@100")
 PRESET = "clusterretri"
@@ -122,8 +126,8 @@ def main(argv=None) -> None:
     print(f"bench_cluster_grid: {n_query:,} queries x {n_gallery:,} gallery x 512-d, {n_classes} classes; "
           f"grid M {list(GRID_MS)} x K {list(GRID_KS)} ({len(GRID_MS) * len(GRID_KS)} points), variant adc, "
           f"ties random, {', '.join(METRICS)}, preset {PRESET!r}")
-    print(f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, {machine_load()} "
-          "(other processes inflate wall times)\n")
+    print(describe_threads(configure_threads()))  # the package's thread budget; k-means fits on kmeans_threads()
+    print(f"{os.cpu_count()} CPUs on the machine, {machine_load()} (other processes inflate wall times)\n")
 
     # 0. the compiled ranking kernel: compiled on the first run on a machine, then loaded from numba's cache
     tiny = ClusterIndex.fit(g[:64], 2, 4)

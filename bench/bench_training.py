@@ -46,6 +46,7 @@ from zssbir import paths
 from zssbir.data.datasets import load_split
 from zssbir.data.tools import ensure_dataset
 from zssbir.models.factory import build_model, transforms_for
+from zssbir.runtime import describe_threads
 from zssbir.training.config import TrainConfig
 from zssbir.training.loop import _collate, mixed_batches
 
@@ -163,6 +164,7 @@ def main(argv=None) -> int:
         print(f"{name:<16}{ips:>10.0f}{1000 * batch / ips:>10.1f}{1000 * cpu:>14.3f}")
     print(f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, load average {load0:.2f} before, "
           f"{os.getloadavg()[0]:.2f} after (CPU of loader workers not counted in the CPU column)")
+    print(describe_threads())  # the thread budget this process would get and what torch runs on now
     return 0
 
 

@@ -55,6 +55,7 @@ import math
 import numpy as np
 import torch
 
+from ..runtime import ensure_threads_configured, kmeans_threads, openmp_threads
 from .adc_sums import gather_sum, gather_sum_cellmajor
 from .cell_ranks import CellRanker, cells_of
 from .pq_encode import encode
@@ -147,22 +148,28 @@ class ClusterIndex:
         ds = d // M
         cents = np.empty((M, K, ds), dtype=np.float32)
         state = np.random.RandomState(int(seed))  # the scipy backend's stream, as np.random.seed(seed) gives
-        for m in range(M):
-            sub = np.ascontiguousarray(g[:, m * ds:(m + 1) * ds].numpy())
-            if backend == "scipy":
-                from scipy.cluster.vq import kmeans2
+        if backend == "faiss":
+            ensure_threads_configured()  # the process's thread budget, once, before faiss's first use
+        # the fit (k-means and the codes) on runtime.kmeans_threads() OpenMP threads (default 1: on shared cores
+        # more collapse, see zssbir.runtime); how, never what: any count gives the same centroids and codes
+        with openmp_threads(kmeans_threads()):
+            for m in range(M):
+                sub = np.ascontiguousarray(g[:, m * ds:(m + 1) * ds].numpy())
+                if backend == "scipy":
+                    from scipy.cluster.vq import kmeans2
 
-                cents[m] = kmeans2(sub, int(K), iter=int(niter), minit="points", seed=state)[0]
-                continue
-            import faiss
+                    cents[m] = kmeans2(sub, int(K), iter=int(niter), minit="points", seed=state)[0]
+                    continue
+                import faiss
 
-            km = faiss.Kmeans(ds, int(K), niter=int(niter), seed=int(seed) + m, verbose=False,
-                              max_points_per_centroid=max(1, math.ceil(n / K)) + 1, min_points_per_centroid=1)
-            km.train(sub)
-            cents[m] = km.centroids
-        if not np.isfinite(cents).all():
-            raise ValueError("k-means produced non-finite centroids; check the gallery features")
-        return cls(cents, encode(g, cents), g, normalize=normalize, seed=int(seed), niter=int(niter), backend=backend)
+                km = faiss.Kmeans(ds, int(K), niter=int(niter), seed=int(seed) + m, verbose=False,
+                                  max_points_per_centroid=max(1, math.ceil(n / K)) + 1, min_points_per_centroid=1)
+                km.train(sub)
+                cents[m] = km.centroids
+            if not np.isfinite(cents).all():
+                raise ValueError("k-means produced non-finite centroids; check the gallery features")
+            codes = encode(g, cents)
+        return cls(cents, codes, g, normalize=normalize, seed=int(seed), niter=int(niter), backend=backend)
 
     # ------------------------------------------------------------------------------- quantiser
     def reconstruct(self) -> np.ndarray:
