@@ -13,16 +13,31 @@ or float64 matmul, blockwise) or "auto" (faiss when importable). The order of it
 equal scores is backend-specific here; use ``zssbir.eval.metrics.evaluate`` (explicit tie policies) on
 ``score_blocks`` for metrics. Inputs may be numpy arrays or torch tensors; bad inputs (wrong
 dimensions, NaN/inf, zero-norm rows when normalising) raise ``ValueError`` saying how to fix them.
+
+Device (issue 24). ``evaluate_features(..., device="auto")`` scores on CUDA when there is one: the score
+blocks (float32 matmuls in full precision, never TF32) and the relevant items' ranks are computed there
+(``relevant_ranks``' torch backend), in blocks sized to the device's free memory, and only the ranks
+come to the host for the metric values. On the CPU it is the numpy path as before. The ranks equal the
+numpy path's on the same scores; scores computed on a GPU can differ from the CPU's in the last bits
+(another summation order), which moves near-ties at the ~1e-7 level.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 
+from ..runtime import resolve_device
+from .relevant_ranks import RANK_BACKENDS
+
 METRICS = ("cosine", "euclidean")
 BACKENDS = ("auto", "faiss", "torch")
+# device memory per score-block element the device path plans for: the float32 scores, their int64 ranking
+# keys, the int32 positions of the binary search, and the stable sorts of rows with ties (issue 24)
+DEVICE_BYTES_PER_SCORE = 64
+DEVICE_MEMORY_FRACTION = 0.5  # of the free device memory, for one block
 
 
 def as_features(x, name: str = "features") -> torch.Tensor:
@@ -74,29 +89,50 @@ def prepare(query, gallery, *, metric: str = "cosine", normalize: bool = True) -
     return q, g
 
 
+@contextmanager
+def _full_precision():
+    """float32 matmuls in IEEE float32 (no TF32) inside: scores must not depend on a global speed setting."""
+    before = torch.get_float32_matmul_precision()
+    if before != "highest":
+        torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        if before != "highest":
+            torch.set_float32_matmul_precision(before)
+
+
 def _block_scores(q: torch.Tensor, g: torch.Tensor, g_sq: torch.Tensor | None, metric: str,
                   out: torch.Tensor | None = None) -> torch.Tensor:
-    s = torch.matmul(q, g.T, out=out)
+    if q.device.type != "cpu":
+        with _full_precision():
+            s = torch.matmul(q, g.T, out=out)
+    else:
+        s = torch.matmul(q, g.T, out=out)
     if metric == "euclidean":  # s <- sqrt(max(|q|^2 + |g|^2 - 2 q.g, 0)), in place
         s.mul_(-2).add_(g_sq[None, :]).add_((q * q).sum(1, keepdim=True)).clamp_(min=0).sqrt_()
     return s
 
 
 def score_blocks(query, gallery, *, metric: str = "cosine", normalize: bool = True, block_size: int = 1024,
-                 reuse_buffer: bool = False) -> Iterator[tuple[int, int, torch.Tensor]]:
+                 reuse_buffer: bool = False, device: str | torch.device | None = None
+                 ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Yield ``(start, end, scores)`` for query blocks: cosine similarities or Euclidean distances
     (float32, or float64 for float64 features) against the whole gallery, one block at a time.
 
     Memory is one block (block_size x N). With ``reuse_buffer=True`` the same buffer is overwritten
     by the next block (much faster for large galleries: no fresh pages per block); consume each
-    block before asking for the next (``zssbir.eval.metrics.evaluate`` does).
+    block before asking for the next (``zssbir.eval.metrics.evaluate`` does). ``device``: where the
+    blocks are computed and stay (None: the CPU); checks and normalisation run on the CPU first.
     Feed to ``evaluate(..., higher_is_better=(metric == "cosine"))``, or use ``evaluate_features``.
     """
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     q, g = prepare(query, gallery, metric=metric, normalize=normalize)
+    if device is not None:
+        q, g = q.to(device), g.to(device)
     g_sq = (g * g).sum(1) if metric == "euclidean" else None
-    buf = torch.empty((min(block_size, len(q)), len(g)), dtype=q.dtype) if reuse_buffer else None
+    buf = torch.empty((min(block_size, len(q)), len(g)), dtype=q.dtype, device=q.device) if reuse_buffer else None
     for start in range(0, len(q), block_size):
         end = min(start + block_size, len(q))
         out = buf[:end - start] if buf is not None else None
@@ -158,16 +194,64 @@ def _search_faiss(q: torch.Tensor, g: torch.Tensor, k: int, metric: str) -> tupl
     return scores, indices.astype(np.int64)
 
 
+def scoring_device(device: str | torch.device = "auto") -> torch.device:
+    """Where ``evaluate_features`` scores and ranks: ``runtime.resolve_device`` (so ``ZSSBIR_DEVICE`` holds, and
+    "cuda" without a GPU says so), except that "auto" means CUDA or else the CPU (never Apple's MPS, which has
+    no float64 for the scores that need it); an explicit device must be CUDA or the CPU."""
+    dev = resolve_device(device)
+    if dev.type in ("cpu", "cuda"):
+        return dev
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cpu")
+    raise ValueError(f"exact search scores and ranks on 'cuda' or 'cpu', not on {dev}; pass device='auto' (CUDA "
+                     "when there is one, else the CPU) or device='cpu'")
+
+
+def device_block_size(n_queries: int, n_gallery: int, device: torch.device) -> int:
+    """Queries per score block on ``device``: on CUDA as many as ``DEVICE_MEMORY_FRACTION`` of its free memory
+    holds at ``DEVICE_BYTES_PER_SCORE`` bytes per score (about 20,000 rows of QuickDraw-Ext's 54,151-photo
+    gallery on an empty 141 GB GPU); 1024 elsewhere."""
+    if device.type != "cuda":
+        return min(1024, max(1, n_queries))
+    free, _ = torch.cuda.mem_get_info(device)
+    rows = int(free * DEVICE_MEMORY_FRACTION) // (DEVICE_BYTES_PER_SCORE * max(1, n_gallery))
+    return max(1, min(n_queries, rows))
+
+
 def evaluate_features(query_feats, gallery_feats, query_labels, gallery_labels, *, metric: str = "cosine",
-                      normalize: bool = True, block_size: int = 1024, **evaluate_kwargs):
+                      normalize: bool = True, block_size: int | None = None, device: str | torch.device = "auto",
+                      rank_backend: str = "auto", **evaluate_kwargs):
     """``zssbir.eval.metrics.evaluate`` on exact cosine similarities (or Euclidean distances) computed
     block by block, never holding the full score matrix. Extra keyword arguments (metrics, preset,
-    ap, average, ties, seed, ...) go to ``evaluate``; the score direction is set from ``metric``."""
+    ap, average, ties, seed, ...) go to ``evaluate``; the score direction is set from ``metric``.
+
+    ``device`` (``scoring_device``): "auto" scores on CUDA when there is one, else on the CPU. ``rank_backend``:
+    "auto" ranks with numpy on the CPU (the path of every earlier result) and with torch on CUDA; "torch"
+    forces the torch ranking (on the CPU too: the same ranks, to check it), "numpy" needs the CPU.
+    ``block_size``: queries per score block; None: 1024 on the CPU, sized to the free memory on CUDA
+    (``device_block_size``)."""
     from .metrics import evaluate
 
     if "higher_is_better" in evaluate_kwargs:
         raise ValueError("higher_is_better follows from metric= (cosine: higher first, euclidean: smaller first)")
-    blocks = score_blocks(query_feats, gallery_feats, metric=metric, normalize=normalize, block_size=block_size,
-                          reuse_buffer=True)
+    if rank_backend not in ("auto",) + RANK_BACKENDS:
+        raise ValueError(f"unknown rank_backend={rank_backend!r}; expected 'auto' or one of {RANK_BACKENDS}")
+    dev = scoring_device(device)
+    if rank_backend == "auto":
+        rank_backend = "numpy" if dev.type == "cpu" else "torch"
+    if rank_backend == "numpy" and dev.type != "cpu":
+        raise ValueError(f"rank_backend='numpy' ranks on the CPU; pass device='cpu', or rank_backend='torch' (or "
+                         f"'auto') to rank on {dev}")
+    if rank_backend == "numpy":
+        block_size = 1024 if block_size is None else block_size
+        blocks = score_blocks(query_feats, gallery_feats, metric=metric, normalize=normalize, block_size=block_size,
+                              reuse_buffer=True)
+        return evaluate(blocks, query_labels, gallery_labels, higher_is_better=metric == "cosine",
+                        block_size=block_size, **evaluate_kwargs)
+    q, g = prepare(query_feats, gallery_feats, metric=metric, normalize=normalize)
+    if block_size is None:
+        block_size = device_block_size(len(q), len(g), dev)
+    blocks = score_blocks(q, g, metric=metric, normalize=False, block_size=block_size, reuse_buffer=True,
+                          device=dev)
     return evaluate(blocks, query_labels, gallery_labels, higher_is_better=metric == "cosine",
-                    block_size=block_size, **evaluate_kwargs)
+                    block_size=block_size, rank_backend="torch", device=dev, **evaluate_kwargs)

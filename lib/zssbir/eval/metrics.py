@@ -56,7 +56,7 @@ import re
 
 import numpy as np
 
-from .relevant_ranks import LabelIndex, RankBlock, iter_rank_blocks, iter_score_blocks, label_index
+from .relevant_ranks import RANK_BACKENDS, LabelIndex, RankBlock, iter_rank_blocks, iter_score_blocks, label_index
 
 AP_FLAVOURS = ("voc", "exact", "tie_merged")
 MAP_K_DENOMINATORS = ("min_k_relevant", "relevant_in_topk")
@@ -209,7 +209,8 @@ def evaluate(scores, query_labels, gallery_labels, *, metrics: Sequence[str] | s
              prec_k_denominator: str | None = None, average: str | None = None, ties: str = "stable",
              seed: int | None = None, secondary=None, higher_is_better: bool = True,
              secondary_higher_is_better: bool | None = None, skip_missing: bool = False,
-             block_size: int = 1024, num_threads: int | None = None) -> dict[str, MetricResult]:
+             block_size: int = 1024, num_threads: int | None = None, rank_backend: str = "numpy",
+             device=None) -> dict[str, MetricResult]:
     """Compute ``metrics`` over all queries in one streaming pass; returns name -> MetricResult.
 
     ``scores``: a (Q, N) similarity matrix (numpy or torch), a callable ``f(start, end)`` returning
@@ -218,7 +219,15 @@ def evaluate(scores, query_labels, gallery_labels, *, metrics: Sequence[str] | s
     explicit arguments > ``preset`` (a key of ``PRESETS``) > ``DEFAULT_CONVENTION``; the tie
     policy (``ties``, ``seed``, ``secondary``) and score direction (``higher_is_better``) are
     described in ``zssbir.eval.relevant_ranks``. ``num_threads`` defaults to torch's thread count.
+    ``rank_backend``: "numpy" (the CPU) or "torch" (ranks, and for ap="tie_merged" the tie-group ends, computed
+    with torch where the score blocks are, e.g. CUDA tensors, or on ``device``; only the ranks come to the host):
+    the same ranks, so the same values, bit for bit (``relevant_ranks``).
     """
+    if rank_backend not in RANK_BACKENDS:
+        raise ValueError(f"unknown rank_backend={rank_backend!r}; expected one of {RANK_BACKENDS}")
+    if rank_backend == "numpy" and device is not None and str(device) != "cpu":
+        raise ValueError(f"rank_backend='numpy' ranks on the CPU, not on {device}; pass rank_backend='torch' to "
+                         "rank there")
     merged = resolve_convention(preset, ap=ap)["ap"] == "tie_merged"
     current: dict = {}
 
@@ -228,16 +237,27 @@ def evaluate(scores, query_labels, gallery_labels, *, metrics: Sequence[str] | s
             current["block"] = item
             yield item
 
-    def rank_blocks(labels):
+    def numpy_ranks(labels):
         return iter_rank_blocks(recorded(labels) if merged else scores, labels, higher_is_better=higher_is_better,
                                 ties=ties, seed=seed, secondary=secondary if not merged else None,
                                 secondary_higher_is_better=secondary_higher_is_better, block_size=block_size,
                                 num_threads=num_threads)
 
-    def upper(labels, rows):
+    def numpy_upper(labels, rows):
         start, _, block, _ = current["block"]
         return tie_group_ends(block[rows - start], labels.relevant[labels.query_codes[rows[0]]], higher_is_better)
 
+    def torch_ranks(labels):  # the tie-group ends come with the ranks (RankBlock.upper)
+        for rb in iter_rank_blocks(scores, labels, higher_is_better=higher_is_better, ties=ties, seed=seed,
+                                   secondary=secondary, secondary_higher_is_better=secondary_higher_is_better,
+                                   block_size=block_size, backend="torch", device=device, tie_groups=merged):
+            current["upper"] = {int(rows[0]): up for (rows, _), up in zip(rb.groups, rb.upper or ())}
+            yield rb
+
+    def torch_upper(labels, rows):
+        return current["upper"][int(rows[0])]
+
+    rank_blocks, upper = (torch_ranks, torch_upper) if rank_backend == "torch" else (numpy_ranks, numpy_upper)
     order = {"ties": ties, "seed": seed if ties == "random" else None, "higher_is_better": bool(higher_is_better)}
     if ties == "secondary":
         order["secondary_higher_is_better"] = bool(higher_is_better if secondary_higher_is_better is None

@@ -27,204 +27,97 @@ key is the number of items ranked ahead of it. (Sorting the 32-bit score alone i
 Where keys can be equal (float64 scores, or a secondary tie), rows with a tie touching a relevant
 item are recomputed with a full ``np.lexsort`` of (score, secondary, tiebreak). The score matrix is
 consumed block by block and never needs to exist whole.
+
+Two backends compute the same integers (``backend=``; issue 24). "numpy" (the default) is the above, on
+the CPU. "torch" keeps each score block where it is (a CUDA tensor stays on the GPU; ``device=`` moves
+numpy blocks there) and builds the same keys with torch: per query class, the relevant keys are sorted
+and every gallery key is binary-searched among them (``torch.searchsorted``); a histogram of those
+positions, summed, counts the items ranked ahead of each relevant one, with no sort of the gallery.
+Keys are unique for "stable" and "random" on float32 scores (score << 32 | tiebreak), so that count is
+the rank. Where keys can tie (float64 scores, "secondary"), rows whose relevant items tie with another
+key are ranked by stable sorts of the tiebreak, secondary and score keys (the ``np.lexsort`` order).
+Only the ranks (b x n_relevant integers per class) come back to the host. The order is the same total
+order, so the ranks are the numpy backend's, bit for bit, on the same scores.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 import sys
 
 import numpy as np
 import torch
 
-TIES = ("stable", "random", "secondary")
+from .device_ranks import TorchRanker, as_device_tensor
+from .rank_blocks import (RANK_BACKENDS, TIES, LabelIndex, RankBlock, as_numpy, check_secondary, check_shape,
+                          is_matrix, iter_score_blocks, label_index, raw_score_blocks, tiebreak_ranks)
+
 _F32_NONFINITE = 0x7F800000  # |bits| at or above this: inf or NaN
 _F64_NONFINITE = 0x7FF0000000000000
 _CHUNK_BYTES = 1 << 22  # key buffer per worker (4 MiB, stays in L2/L3 while sorted)
 
-
-@dataclass(frozen=True)
-class LabelIndex:
-    """Integer codes of query and gallery labels and the relevant gallery columns per class."""
-
-    classes: np.ndarray  # the distinct label values, index = code
-    query_codes: np.ndarray  # (Q,) int64
-    gallery_codes: np.ndarray  # (N,) int64
-    relevant: tuple  # code -> ascending int64 gallery indices of that class
-    n_relevant: np.ndarray  # code -> count
-
-    @property
-    def n_gallery(self) -> int:
-        return len(self.gallery_codes)
-
-    def missing(self) -> np.ndarray:
-        """Query labels that have no item in the gallery."""
-        return self.classes[np.unique(self.query_codes[self.n_relevant[self.query_codes] == 0])]
-
-
-def label_index(query_labels, gallery_labels) -> LabelIndex:
-    q, g = _labels(query_labels, "query_labels"), _labels(gallery_labels, "gallery_labels")
-    numeric = set("biu")
-    if (q.dtype.kind in numeric) != (g.dtype.kind in numeric):
-        raise ValueError(f"query_labels ({q.dtype}) and gallery_labels ({g.dtype}) must be both numbers or "
-                         "both strings; convert one side so that equal classes compare equal.")
-    classes, codes = np.unique(np.concatenate([q, g]), return_inverse=True)
-    codes = codes.astype(np.int64)
-    qc, gc = codes[:len(q)], codes[len(q):]
-    order = np.argsort(gc, kind="stable")
-    bounds = np.searchsorted(gc[order], np.arange(len(classes) + 1))
-    relevant = tuple(order[bounds[c]:bounds[c + 1]] for c in range(len(classes)))
-    return LabelIndex(classes, qc, gc, relevant, np.diff(bounds).astype(np.int64))
-
-
-def _labels(x, name: str) -> np.ndarray:
-    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (one label per item), got shape {a.shape}")
-    if a.dtype.kind == "f":
-        raise ValueError(f"{name} are floats ({a.dtype}); pass integer or string class labels")
-    return a
-
-
-def tiebreak_ranks(n_gallery: int, ties: str, seed: int | None) -> np.ndarray:
-    """The 0..N-1 rank of each gallery item among tied scores (index for stable/secondary)."""
-    if ties not in TIES:
-        raise ValueError(f"unknown ties={ties!r}; expected one of {TIES}")
-    if ties == "random":
-        if seed is None:
-            raise ValueError("ties='random' needs an explicit integer seed (e.g. seed=0)")
-        return np.random.default_rng(seed).permutation(n_gallery).astype(np.int64)
-    return np.arange(n_gallery, dtype=np.int64)
-
-
-# ----------------------------------------------------------------------------------------- blocks
-def iter_score_blocks(scores, n_queries: int, n_gallery: int, *, secondary=None,
-                      block_size: int = 1024) -> Iterator[tuple[int, int, np.ndarray, np.ndarray | None]]:
-    """Normalise the accepted inputs into (start, end, scores_block, secondary_block) numpy blocks.
-
-    ``scores`` is a (Q, N) array or tensor; or a callable ``f(start, end)`` returning a block
-    (or a ``(block, secondary_block)`` pair); or an iterable of ``(start, end, block)`` or
-    ``(start, end, block, secondary_block)`` covering the queries in order (e.g.
-    ``zssbir.eval.exact_search.score_blocks``). ``secondary`` may be a full (Q, N) array sliced alongside.
-    """
-    if block_size < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}")
-    if _is_matrix(scores):
-        _check_shape(scores, (n_queries, n_gallery), "scores")
-        source = ((s, min(s + block_size, n_queries), scores[s:s + block_size])
-                  for s in range(0, n_queries, block_size))
-    elif callable(scores):
-        source = ((s, min(s + block_size, n_queries), *_as_tuple(scores(s, min(s + block_size, n_queries))))
-                  for s in range(0, n_queries, block_size))
-    elif isinstance(scores, Iterable):
-        source = iter(scores)
-    else:
-        raise TypeError(f"scores must be a 2-D array/tensor, a callable or an iterable of blocks, "
-                        f"got {type(scores).__name__}")
-    if secondary is not None:
-        _check_shape(secondary, (n_queries, n_gallery), "secondary")
-    expected = 0
-    for item in source:
-        if len(item) not in (3, 4):
-            raise ValueError("score blocks must be (start, end, scores) or (start, end, scores, secondary)")
-        start, end, block = int(item[0]), int(item[1]), item[2]
-        sec = item[3] if len(item) == 4 else (secondary[start:end] if secondary is not None else None)
-        if start != expected or end <= start:
-            raise ValueError(f"score blocks must cover the queries in order without gaps: expected a block "
-                             f"starting at {expected}, got [{start}, {end})")
-        if end > n_queries:
-            raise ValueError(f"score block [{start}, {end}) runs past the {n_queries} query labels")
-        _check_shape(block, (end - start, n_gallery), f"scores block [{start}, {end})")
-        if sec is not None:
-            _check_shape(sec, (end - start, n_gallery), f"secondary block [{start}, {end})")
-        yield start, end, _as_numpy(block), (None if sec is None else _as_numpy(sec))
-        expected = end
-    if expected != n_queries:
-        raise ValueError(f"score blocks covered {expected} queries but {n_queries} query labels were given")
-
-
-def _is_matrix(x) -> bool:
-    return isinstance(x, (np.ndarray, torch.Tensor))
-
-
-def _as_tuple(x):
-    return x if isinstance(x, tuple) else (x,)
-
-
-def _check_shape(x, shape, name):
-    if not _is_matrix(x) or tuple(x.shape) != tuple(shape):
-        got = tuple(x.shape) if _is_matrix(x) else type(x).__name__
-        raise ValueError(f"{name} must have shape {tuple(shape)} (queries x gallery items), got {got}")
-
-
-def _as_numpy(x) -> np.ndarray:
-    """float32 or float64 C-contiguous numpy; smaller floats upcast exactly, integers to float64."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu()
-        x = (x.float() if x.dtype in (torch.float16, torch.bfloat16) else x).numpy()
-    if x.dtype.kind in "biu":
-        x = x.astype(np.float64)
-    elif x.dtype == np.float16:
-        x = x.astype(np.float32)
-    elif x.dtype not in (np.float32, np.float64):
-        raise ValueError(f"scores must be real numbers, got dtype {x.dtype}")
-    if x.dtype == np.float64:  # exactly representable in float32 -> the fast unique-key path
-        x32 = x.astype(np.float32)
-        if np.array_equal(x32, x):
-            x = x32
-    return np.ascontiguousarray(x)
-
-
-# ------------------------------------------------------------------------------------------ ranks
-@dataclass
-class RankBlock:
-    """Ranks for queries [start, end): ``groups`` holds, per query class present in the block,
-    (query indices (b,), ranks (b, n_relevant) 1-based int64 ascending)."""
-
-    start: int
-    end: int
-    groups: list
+__all__ = ["TIES", "RANK_BACKENDS", "LabelIndex", "RankBlock", "label_index", "tiebreak_ranks", "iter_score_blocks",
+           "iter_rank_blocks", "rank_positions", "ranked_order"]
 
 
 def iter_rank_blocks(scores, labels: LabelIndex, *, higher_is_better: bool = True, ties: str = "stable",
                      seed: int | None = None, secondary=None, secondary_higher_is_better: bool | None = None,
-                     block_size: int = 1024, num_threads: int | None = None) -> Iterator[RankBlock]:
+                     block_size: int = 1024, num_threads: int | None = None, backend: str = "numpy",
+                     device: str | torch.device | None = None, tie_groups: bool = False) -> Iterator[RankBlock]:
     """Yield the exact ranks of the relevant items of every query (see module docstring).
 
     Queries whose class has no gallery item get no group (callers decide to raise or skip).
+    ``backend="torch"`` ranks with torch where the blocks are (``device``: where to move them; None leaves
+    tensors where they are and puts numpy blocks on the CPU), with the same results; with ``tie_groups`` its
+    RankBlocks also carry the tie-group ends of the relevant items (``RankBlock.upper``, for ap="tie_merged").
     """
+    if backend not in RANK_BACKENDS:
+        raise ValueError(f"unknown backend={backend!r}; expected one of {RANK_BACKENDS}")
+    if backend == "numpy" and tie_groups:
+        raise ValueError("tie_groups=True needs backend='torch' (metrics.evaluate computes them from the score "
+                         "blocks on the numpy backend)")
     tb = tiebreak_ranks(labels.n_gallery, ties, seed)
-    if ties == "secondary" and secondary is None and _is_matrix(scores):
+    if ties == "secondary" and secondary is None and is_matrix(scores):
         raise ValueError("ties='secondary' needs secondary= scores (same shape as scores)")
     if ties != "secondary" and secondary is not None:
         raise ValueError("secondary= scores are only used with ties='secondary'")
     sec_hib = higher_is_better if secondary_higher_is_better is None else secondary_higher_is_better
+    if backend == "torch":
+        ranker = None
+        for start, end, block, sec in raw_score_blocks(scores, len(labels.query_codes), labels.n_gallery,
+                                                        secondary=secondary, block_size=block_size):
+            check_secondary(ties, sec)
+            if ranker is None:
+                where = torch.device(device) if device is not None else (
+                    block.device if isinstance(block, torch.Tensor) else torch.device("cpu"))
+                ranker = TorchRanker(labels, tb, ties, bool(higher_is_better), bool(sec_hib), where)
+            yield ranker.rank_block(start, end, as_device_tensor(block, ranker.device),
+                                    None if sec is None else as_device_tensor(sec, ranker.device), tie_groups)
+        return
     ctx = _Context(labels, tb, ties, bool(higher_is_better), bool(sec_hib))
     threads = max(1, num_threads or torch.get_num_threads())
     with ThreadPoolExecutor(threads) as pool:
         for start, end, block, sec in iter_score_blocks(scores, len(labels.query_codes), labels.n_gallery,
                                                          secondary=secondary, block_size=block_size):
-            if ties == "secondary" and sec is None:
-                raise ValueError("ties='secondary' needs a secondary block for every score block")
-            if ties != "secondary" and sec is not None:
-                raise ValueError("score blocks carry secondary scores but ties is not 'secondary'")
+            check_secondary(ties, sec)
             yield ctx.rank_block(start, end, block, sec, pool, threads)
 
 
 def rank_positions(scores, query_labels, gallery_labels, *, higher_is_better: bool = True, ties: str = "stable",
                    seed: int | None = None, secondary=None, secondary_higher_is_better: bool | None = None,
-                   block_size: int = 1024, num_threads: int | None = None) -> list[np.ndarray]:
+                   block_size: int = 1024, num_threads: int | None = None, backend: str = "numpy",
+                   device: str | torch.device | None = None) -> list[np.ndarray]:
     """Per query, the ascending 1-based ranks of its relevant gallery items (empty if none).
 
     Holds every rank in memory (sum of class sizes per query): meant for small problems and
-    inspection; ``zssbir.eval.metrics.evaluate`` streams instead.
+    inspection; ``zssbir.eval.metrics.evaluate`` streams instead. ``backend``, ``device``: see
+    ``iter_rank_blocks`` (the same ranks either way).
     """
     labels = label_index(query_labels, gallery_labels)
     out = [np.empty(0, dtype=np.int64)] * len(labels.query_codes)
     for rb in iter_rank_blocks(scores, labels, higher_is_better=higher_is_better, ties=ties, seed=seed,
                                secondary=secondary, secondary_higher_is_better=secondary_higher_is_better,
-                               block_size=block_size, num_threads=num_threads):
+                               block_size=block_size, num_threads=num_threads, backend=backend, device=device):
         for rows, ranks in rb.groups:
             for q, r in zip(rows, ranks):
                 out[q] = r
@@ -360,7 +253,7 @@ def ranked_order(scores, *, higher_is_better: bool = True, ties: str = "stable",
     """(Q, N) gallery indices of every query, best first, in the total order this module ranks by (the
     same tie policies): what a person is shown as a query's result list. Holds the whole (Q, N) matrix;
     meant for a few queries (``rank_positions`` of the relevant items agree with it)."""
-    s = _as_numpy(scores.detach().cpu() if isinstance(scores, torch.Tensor) else np.asarray(scores)).astype(np.float64)
+    s = as_numpy(scores.detach().cpu() if isinstance(scores, torch.Tensor) else np.asarray(scores)).astype(np.float64)
     if s.ndim != 2:
         raise ValueError(f"scores must be (queries, gallery items), got shape {s.shape}")
     if not np.isfinite(s).all():
@@ -369,8 +262,8 @@ def ranked_order(scores, *, higher_is_better: bool = True, ties: str = "stable",
     if ties == "secondary":
         if secondary is None:
             raise ValueError("ties='secondary' needs secondary= scores (same shape as scores)")
-        sec = _as_numpy(secondary.detach().cpu() if isinstance(secondary, torch.Tensor) else np.asarray(secondary))
-        _check_shape(sec, s.shape, "secondary")
+        sec = as_numpy(secondary.detach().cpu() if isinstance(secondary, torch.Tensor) else np.asarray(secondary))
+        check_shape(sec, s.shape, "secondary")
         sec_hib = higher_is_better if secondary_higher_is_better is None else secondary_higher_is_better
         sec = -sec.astype(np.float64) if sec_hib else sec.astype(np.float64)
     elif secondary is not None:
