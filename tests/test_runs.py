@@ -18,7 +18,8 @@ OTHER = {"data_root": "/elsewhere", "pretrained": "w.pt", "backbone_params": {"w
          "weight_decay": 0.0, "lambda_kd": 1.0, "teacher_weights": "t.pt", "kd_temperature": 2.0, "augment": False,
          "transform": "clip", "selection": "last", "augmentation": "authors", "protocol": "authors",
          "epoch_mode": "shorter_loader", "lambda_kd_mask": 0.3, "kd_mask": "m.pickle", "validation_gallery": 100, "max_steps_per_epoch": 4, "device": "cpu", "amp": False,
-         "num_workers": 3, "unreadable_images": "skip", "decoded_cache": True, "torch_threads": 1}
+         "num_workers": 3, "unreadable_images": "skip", "decoded_cache": True, "torch_threads": 1,
+         "mismatched_pairs": 0.25, "log_every": 5, "channels_last": True, "compile": True}
 
 
 def test_default_runs_have_short_names_and_method_defaults():
@@ -37,9 +38,13 @@ def test_every_setting_that_changes_training_changes_the_name():
         needs = {"lambda_kd": 1.0, "teacher_weights": "t.pt"} if field in ("lambda_kd", "teacher_weights") else {}
         if field in ("lambda_kd_mask", "kd_mask"):
             needs = {"lambda_kd": 1.0, "teacher_weights": "t.pt", "kd_mask": "m.pickle", "lambda_kd_mask": 0.3}
+        if field == "mismatched_pairs":  # DMWA's quadruplets only
+            needs = {"method": "dmwa"}
         name = runs.run_name(TrainConfig(**{field: value, **needs}))
         if field in RUNTIME_FIELDS:
             assert name == base, field
+        elif field == "mismatched_pairs":
+            assert name != runs.run_name(TrainConfig(method="dmwa")) and "_p" in name, field
         else:
             assert name != base and "_p" in name, field
     assert runs.run_name(TrainConfig(seed=3)).endswith("_seed3")

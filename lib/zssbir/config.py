@@ -24,7 +24,12 @@ UNREADABLE_IMAGES = ("error", "skip")  # an unreadable image stops the run (nami
 # met an unreadable image must resume with "skip" after an "error" stop; what it left out is recorded in the run.
 # decoded_cache keeps the decoded pixels, so it changes nothing; torch_threads may change the last bits of float
 # sums (as device does), not what the run is.
-RUNTIME_FIELDS = ("device", "num_workers", "data_root", "unreadable_images", "decoded_cache", "torch_threads")
+# log_every only decides how often the losses are read on the host (issue 24); channels_last and compile change the
+# memory layout and the kernels, so the last bits of float sums (as device does), not what the run is.
+RUNTIME_FIELDS = ("device", "num_workers", "data_root", "unreadable_images", "decoded_cache", "torch_threads",
+                  "log_every", "channels_last", "compile")
+# the backbones with convolutions that channels_last can lay out (the open_clip ViT towers cannot use it)
+_CHANNELS_LAST_BACKBONES = ("small", "cse_resnet50")
 # defaults that depend on the method: a field left at None takes its method's value
 METHOD_DEFAULTS = {"clusterretri": {"lambda_da": 0.1}, "dmwa": {"lambda_da": 0.0}}
 # a config's name (in ``pretrained``, ``teacher_weights``) for the weights of `make pretrain` (default settings);
@@ -82,6 +87,13 @@ class TrainConfig:
                                         # pixels in memory (zssbir.data.datasets; same results, less decoding)
     torch_threads: int | None = None    # torch.set_num_threads during training; None = torch's default (every
                                         # core). 1 avoids the collapse of 2 threads on 2 busy shared cores
+    log_every: int | None = None        # steps between host reads of the summed losses (progress bar, non-finite
+                                        # check); None: every step on the CPU (a read waits for nothing there), 25
+                                        # on a GPU. The history is read once per epoch whatever it is
+    channels_last: bool = False         # channels-last layout of the model and its image batches (the
+                                        # convolutional backbones: small, cse_resnet50)
+    compile: bool = False               # torch.compile the backbone (opt-in); where it cannot run here, one line
+                                        # says why and training goes on without it
 
     def __post_init__(self):
         if self.method not in METHOD_DEFAULTS:
@@ -107,6 +119,15 @@ class TrainConfig:
         if self.torch_threads is not None and (isinstance(self.torch_threads, bool)
                                                or not isinstance(self.torch_threads, int) or self.torch_threads < 1):
             raise ValueError(f"torch_threads must be a positive int or None, got {self.torch_threads!r}")
+        if self.log_every is not None and (isinstance(self.log_every, bool) or not isinstance(self.log_every, int)
+                                           or self.log_every < 1):
+            raise ValueError(f"log_every must be a positive int or None, got {self.log_every!r}")
+        for name in ("channels_last", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.channels_last and self.backbone not in _CHANNELS_LAST_BACKBONES:
+            raise ValueError(f"channels_last is for the convolutional backbones "
+                             f"({', '.join(_CHANNELS_LAST_BACKBONES)}), not {self.backbone}: leave channels_last false")
         if isinstance(self.mismatched_pairs, bool) or not isinstance(self.mismatched_pairs, (int, float)) \
                 or not 0 <= self.mismatched_pairs < 1:
             raise ValueError(f"mismatched_pairs must be a share in [0, 1), got {self.mismatched_pairs!r}")

@@ -11,22 +11,35 @@
   in ``unreadable_images.json``, the checkpoint and each history record (``unreadable_images``: the count);
 - DDP when launched with torchrun (gloo on CPU, nccl on CUDA); only rank 0 writes and validates;
 - model selection on held-out SEEN-class sketches by default (``selection="seen_val"``); the papers'
-  protocol (select on the unseen test classes) only on request, and labelled as such in the results.
+  protocol (select on the unseen test classes) only on request, and labelled as such in the results;
+- the host waits on the device only where it must (issue 24): the loss terms are summed on the device and read
+  once every ``log_every`` steps (progress bar, non-finite check) and once at the epoch's end (the history, the
+  same float64 sums as a read per step would give); on CUDA the batches are pinned and copied without blocking,
+  cuDNN picks its fastest kernels (unless determinism was asked of torch); ``channels_last`` and ``compile``
+  (runtime settings, opt-in); ClusterRetri's loader workers live across epochs and draw as fresh ones would
+  (``PersistentLoaders``).
 Learning rate of epoch e: lr * lr_final_factor ** (e / epochs) (ClusterRetri's schedule); Adam.
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import inspect
 import json
+import math
 import os
 import random
+import shutil
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, get_worker_info
+from torch.utils.data._utils.worker import _generate_state
 from tqdm.auto import tqdm
 
 from ..config import RUNTIME_FIELDS, TrainConfig
@@ -34,7 +47,7 @@ from . import pretrained_store  # noqa: F401  registers the config name "pretrai
 from .identity import CODE_CHANGE_POLICIES, code_changes, default_run_dir, training_code
 from ..data.datasets import UnreadableImageError, load_split, subsample_per_class
 from ..data.quadruplets import quadruplet_batches
-from ..data.samplers import RANK_SEED_STEP, SeededShuffleSampler, make_loader
+from ..data.samplers import RANK_SEED_STEP, SeededShuffleSampler, _seed_worker, make_loader
 from ..data.tools import ensure_dataset
 from ..models.factory import build_model, transforms_for
 from ..runtime import amp_dtype, init_distributed, resolve_device, seed_everything, torch_threads
@@ -68,21 +81,133 @@ def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
 
 
-def _collate(*batches: dict) -> dict:
-    out = {"image": torch.cat([b["image"] for b in batches]), "label": torch.cat([b["label"] for b in batches]),
-           "domain": torch.cat([torch.as_tensor(b["domain"]) for b in batches]),
+def _cat(parts: list[torch.Tensor], pin: bool) -> torch.Tensor:
+    """torch.cat, into page-locked (pinned) memory when ``pin`` (a CUDA run: the copy to the device can then
+    run without blocking the host). The loaders' own pinning would be lost here, in the concatenation."""
+    if not pin:
+        return torch.cat(parts)
+    out = torch.empty((sum(p.shape[0] for p in parts), *parts[0].shape[1:]), dtype=parts[0].dtype, pin_memory=True)
+    return torch.cat(parts, out=out)
+
+
+def _collate(*batches: dict, pin: bool = False) -> dict:
+    out = {"image": _cat([b["image"] for b in batches], pin), "label": _cat([b["label"] for b in batches], pin),
+           "domain": _cat([torch.as_tensor(b["domain"]) for b in batches], pin),
            "pair_id": sum((list(b["pair_id"]) for b in batches), [])}
     if any("unreadable" in b for b in batches):  # unreadable_images="skip": unreadable images met (see datasets)
         out["unreadable"] = sum((list(b.get("unreadable", [])) for b in batches), [])
     return out
 
 
-def mixed_batches(data: dict, config: TrainConfig, epoch: int, rank: int, world: int):
+# Persistent loader workers (issue 24). A DataLoader with persistent_workers=True keeps its worker processes and their
+# random states from one pass to the next: torch seeds a worker once, when it starts, from the base seed the loader's
+# generator gives its first iterator. The training loaders are built anew for every pass (every epoch, every cycle of
+# ClusterRetri's sketches) with a seed of their own, so that epoch e draws the same augmentation whether the run is
+# resumed there or not; persistent workers as torch has them would go on with the states of the passes before
+# (and a resumed run would then draw otherwise). PersistentLoaders keeps one DataLoader per Dataset and tags each
+# index with its pass (a counter and the base seed a fresh loader of that pass would draw); a worker that meets a new
+# tag first sets its random state exactly as a fresh worker of that pass would be set (torch's _worker_loop, then the
+# loader's worker_init_fn, data.samplers._seed_worker), so the batches and every draw stay those of fresh loaders
+# (tests/test_loop_device.py compares them). Not used with unreadable_images="skip" (the workers' copies of a
+# Dataset would not learn what the main process marks unreadable) nor for DMWA, whose loader data/quadruplets.py
+# builds (a ``workers`` argument there, used as mixed_batches uses it, would give it the same).
+PERSISTENT_WORKERS = True  # the switch (tests compare with fresh loaders)
+
+
+class _Reseeding(Dataset):
+    """Item ``(tag, i)`` is ``dataset[i]``; the first item of a new tag first reseeds the worker (see above)."""
+
+    def __init__(self, dataset: Dataset, worker_init_fn):
+        self.dataset, self.worker_init_fn, self.tag = dataset, worker_init_fn, None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[tuple[int, int], int]):
+        tag, index = key
+        if tag != self.tag:
+            self.tag = tag
+            base_seed, worker = tag[1], get_worker_info().id
+            seed = base_seed + worker  # as torch.utils.data._utils.worker._worker_loop seeds a starting worker
+            random.seed(seed)
+            torch.manual_seed(seed)
+            np.random.seed(_generate_state(base_seed, worker))
+            if self.worker_init_fn is not None:
+                self.worker_init_fn(worker)
+        return self.dataset[index]
+
+
+class _Plan(Sampler):
+    """The batch sampler of a persistent loader: the batches of the current pass, each index with its pass's tag."""
+
+    def __init__(self):
+        self.batches, self.tag = [], None
+
+    def __iter__(self):
+        batches, tag = self.batches, self.tag
+        for batch in batches:
+            yield [(tag, i) for i in batch]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _Pass:
+    """One pass of a persistent loader (what a fresh loader would be): its length, and its batches when iterated."""
+
+    def __init__(self, entry: dict, batches: BatchSampler, seed: int):
+        self.entry, self.batches, self.seed = entry, batches, seed
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        entry = self.entry
+        entry["passes"] += 1
+        generator = torch.Generator().manual_seed(self.seed)  # the generator make_loader gives a fresh loader,
+        base_seed = torch.empty((), dtype=torch.int64).random_(generator=generator).item()  # and its first draw
+        entry["plan"].batches, entry["plan"].tag = self.batches, (entry["passes"], base_seed)
+        return iter(entry["loader"])
+
+
+class PersistentLoaders:
+    """One DataLoader per training Dataset, its ``num_workers`` workers kept from pass to pass, drawing what the
+    fresh loaders of ``make_loader`` (one per pass) would draw. One pass of a Dataset at a time."""
+
+    def __init__(self, num_workers: int):
+        if num_workers < 1:
+            raise ValueError("persistent loaders need num_workers > 0")
+        self.num_workers, self.entries = num_workers, {}
+
+    def loader(self, dataset: Dataset, batch_size: int, *, seed: int, sampler: Sampler, drop_last: bool) -> _Pass:
+        """The pass ``make_loader(dataset, batch_size, seed=seed, sampler=sampler, drop_last=drop_last,
+        num_workers=self.num_workers)`` would make."""
+        entry = self.entries.get(id(dataset))
+        if entry is None:
+            plan = _Plan()
+            # a generator of its own: without one, torch would draw the (unused) base seed from the global stream
+            loader = DataLoader(_Reseeding(dataset, _seed_worker), batch_sampler=plan, num_workers=self.num_workers,
+                                worker_init_fn=_seed_worker, generator=torch.Generator(), persistent_workers=True)
+            entry = self.entries[id(dataset)] = {"loader": loader, "plan": plan, "passes": 0, "dataset": dataset}
+        return _Pass(entry, BatchSampler(sampler, batch_size, drop_last), seed)
+
+    def close(self) -> None:
+        """End the workers now (they would end with the loaders, when these are collected)."""
+        for entry in self.entries.values():
+            iterator = getattr(entry["loader"], "_iterator", None)
+            if iterator is not None:
+                iterator._shutdown_workers()
+        self.entries.clear()
+
+
+def mixed_batches(data: dict, config: TrainConfig, epoch: int, rank: int, world: int, *, pin_memory: bool = False,
+                  workers: PersistentLoaders | None = None):
     """ClusterRetri batches: ``sketch_fraction`` sketches and the rest photos, from separate loaders.
 
     Yields (steps, iterator). ``config.epoch_mode`` "photos": an epoch is one pass over the photos, sketches
     cycle if fewer; "shorter_loader": the two loaders are zipped as in the authors' code, so the epoch ends
-    with the shorter one.
+    with the shorter one. ``pin_memory``: batches in pinned memory (CUDA); ``workers``: loaders whose worker
+    processes outlive the epoch (the same batches and draws as the fresh loaders of every epoch).
     """
     per_rank = max(2, config.batch_size // world)
     n_sketch = max(1, round(per_rank * config.sketch_fraction))
@@ -92,6 +217,8 @@ def mixed_batches(data: dict, config: TrainConfig, epoch: int, rank: int, world:
         ds = data[domain]
         seed = config.seed * 1_000_003 + epoch * 101 + salt
         sampler = SeededShuffleSampler(len(ds), seed, num_replicas=world, rank=rank)  # one permutation, split
+        if workers is not None:
+            return workers.loader(ds, batch, seed=seed + RANK_SEED_STEP * rank, sampler=sampler, drop_last=True)
         return make_loader(ds, batch, seed=seed + RANK_SEED_STEP * rank, sampler=sampler, drop_last=True,
                            num_workers=config.num_workers)  # worker seeds (augmentation) differ per rank
 
@@ -115,13 +242,78 @@ def mixed_batches(data: dict, config: TrainConfig, epoch: int, rank: int, world:
                 cycle += 1
                 sketch_iter = iter(loader("sketch", n_sketch, cycle))
                 sketch_batch = next(sketch_iter)
-            yield _collate(sketch_batch, photo_batch)
+            yield _collate(sketch_batch, photo_batch, pin=pin_memory)
 
     return steps, iterate()
 
 
-# how each method draws its training batches: (data, config, epoch, rank, world) -> (steps, iterator)
+# how each method draws its training batches: (data, config, epoch, rank, world) -> (steps, iterator); a function
+# that also takes the keywords pin_memory and workers (as mixed_batches does) is given them
 BATCHES = {"clusterretri": mixed_batches, "dmwa": quadruplet_batches}
+
+
+def _epoch_batches(data: dict, config: TrainConfig, epoch: int, rank: int, world: int, **extras):
+    make = BATCHES[config.method]
+    accepted = inspect.signature(make).parameters
+    return make(data, config, epoch, rank, world, **{k: v for k, v in extras.items() if k in accepted})
+
+
+LOG_EVERY_ACCELERATOR = 25  # log_every=None off the CPU: steps between reads of the losses on the host
+
+
+def _host_values(tensors: list[torch.Tensor]) -> list[float]:
+    """The values of 0-d tensors on the host: one read (on a GPU, one wait for the queued work)."""
+    return torch.stack(tensors).tolist()
+
+
+def _to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
+    """The batch's tensors on ``device``; on CUDA from pinned memory, without blocking the host."""
+    cuda = device.type == "cuda"
+    out = {}
+    for k, v in batch.items():
+        if torch.is_tensor(v):
+            if cuda and not v.is_pinned():  # DMWA's batches (data/quadruplets.py concatenates them unpinned)
+                v = v.pin_memory()
+            v = v.to(device, non_blocking=cuda)
+            if channels_last and v.ndim == 4:
+                v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
+
+
+@contextmanager
+def _cudnn_benchmark(device: torch.device):
+    """cuDNN picks the fastest kernels for the shapes met (CUDA only), unless torch was asked for deterministic
+    algorithms (``torch.use_deterministic_algorithms``, ``cudnn.deterministic``); restored afterwards."""
+    if device.type != "cuda" or torch.are_deterministic_algorithms_enabled() or torch.backends.cudnn.deterministic:
+        yield
+        return
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+def compile_unavailable(model: torch.nn.Module, device: torch.device, world: int) -> str | None:
+    """Why ``compile=True`` cannot apply here (None: it can)."""
+    if not callable(getattr(torch, "compile", None)) or not hasattr(torch.nn.Module, "compile"):
+        return f"torch {torch.__version__} has no torch.compile"
+    if world > 1:
+        return "this loop does not combine it with DDP (torchrun)"
+    if getattr(model, "backbone", None) is None:
+        return f"{type(model).__name__} has no backbone to compile"
+    try:
+        if not importlib.import_module("torch._dynamo").is_dynamo_supported():
+            return f"torch.compile does not support Python {sys.version.split()[0]} on this platform"
+    except Exception as err:  # noqa: BLE001  any failure to load it means it cannot run
+        return f"torch.compile cannot load ({type(err).__name__}: {err})"
+    if device.type == "cuda" and importlib.util.find_spec("triton") is None:
+        return "its CUDA kernels need triton, which is not installed"
+    if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX") or "g++", "c++", "clang++")):
+        return "its CPU kernels need a C++ compiler (g++ or clang++), none is on PATH"
+    return None
 
 
 def _check_resumable(saved: dict, config: TrainConfig, run_dir: Path) -> None:
@@ -201,8 +393,9 @@ def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: boo
     best.pt, config.yaml, history.json). A checkpoint there is resumed (a finished run is only reloaded)
     when its settings match and the training code is the one that wrote it; when the code changed,
     ``if_code_changed`` decides: "refuse" (an error naming the changed files), "retrain" or "reuse".
-    ``config.torch_threads`` (if set) holds torch's thread count for the call; the previous count is restored."""
-    with torch_threads(config.torch_threads):
+    ``config.torch_threads`` (if set) holds torch's thread count for the call; the previous count is restored,
+    as is cuDNN's benchmark flag (set on CUDA)."""
+    with torch_threads(config.torch_threads), _cudnn_benchmark(resolve_device(config.device)):
         return _train(config, run_dir=run_dir, resume=resume, progress=progress, if_code_changed=if_code_changed)
 
 
@@ -223,6 +416,8 @@ def _train(config: TrainConfig, *, run_dir: str | Path | None, resume: bool, pro
 
     seen = load_split(config.dataset, "train", "photo", data_root=config.data_root)
     model = build_model(config, seen.class_names).to(device)
+    if config.channels_last:  # the convolutions' weights (TrainConfig refuses the backbones without any)
+        model = model.to(memory_format=torch.channels_last)
     train_tf, eval_tf = transforms_for(model, config, train=True), transforms_for(model, config, train=False)
     duplicates = config.list_duplicates
     data = {d: load_split(config.dataset, "train", d, data_root=config.data_root, transform=train_tf[d],
@@ -262,6 +457,18 @@ def _train(config: TrainConfig, *, run_dir: str | Path | None, resume: bool, pro
         config.to_yaml(run_dir / "config.yaml")
     # a method's forward(batch) returns its loss terms, so DDP can wrap it as it is
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    compiled = False
+    if config.compile:  # the backbone only: the methods' forward takes lists (pair ids) and draws L_DA's targets
+        reason = compile_unavailable(model, device, world)
+        if reason:
+            print(f"{run_dir.name}: compile ignored: {reason}; training without torch.compile", file=sys.stderr)
+        else:  # in place (state-dict keys unchanged); random ops (dropout) draw as they do uncompiled
+            model.backbone.compile(options={"fallback_random": True})
+            compiled = True
+    every = config.log_every or (1 if device.type == "cpu" else LOG_EVERY_ACCELERATOR)
+    pin = device.type == "cuda"
+    workers = (PersistentLoaders(config.num_workers) if PERSISTENT_WORKERS and config.num_workers
+               and config.unreadable_images == "error" else None)
 
     def save_checkpoint(epoch: int, rng: dict, validated: bool) -> None:
         _atomic_save({"config": config.to_dict(), "epoch": epoch, "model": model.state_dict(),
@@ -315,52 +522,75 @@ def _train(config: TrainConfig, *, run_dir: str | Path | None, resume: bool, pro
     if pending and world > 1:
         torch.distributed.barrier()
 
-    for epoch in range(start, config.epochs):
-        if world > 1:  # each rank its own augmentation and L_DA targets, the same after a resume
-            seed_everything(config.seed * 1_000_003 + epoch * 101 + RANK_SEED_STEP * rank)
-        lr = config.lr * config.lr_final_factor ** (epoch / config.epochs)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        model.train()
-        steps, batches = BATCHES[config.method](data, config, epoch, rank, world)
-        sums: dict[str, float] = {}
-        found: dict[str, str] = {}
-        t0 = time.perf_counter()
-        bar = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress or rank,
-                   mininterval=2.0)  # few updates: notebooks keep every one in their output
-        try:
-            for batch in bar:
-                found.update((p, "train") for met in batch.pop("unreadable", ()) for p in met.split("\n") if p)
-                batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
-                    terms = net(batch)
-                if not torch.isfinite(terms["total"]):
-                    raise FloatingPointError(f"loss became {terms['total'].item()} at epoch {epoch + 1}; lower lr "
-                                             f"(now {lr:.2e}) or check the inputs. The last good checkpoint is "
-                                             f"{ckpt_path}")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(terms["total"]).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
-                bar.set_postfix(loss=f"{float(terms['total'].detach()):.3f}")
-        except UnreadableImageError as err:
-            raise _stopped(err, f"in epoch {epoch + 1}'s training steps", ckpt_path, epoch) from err
-        if world > 1 and config.unreadable_images == "skip":  # every rank's left-out images
-            gathered: list = [None] * world
-            torch.distributed.all_gather_object(gathered, found)
-            found = {p: w for part in gathered for p, w in part.items()}
-        record = {"epoch": epoch, "lr": lr, "seconds": time.perf_counter() - t0,
-                  **{k if k.startswith("stat_") else f"loss_{k}": v / steps for k, v in sums.items()}}
-        if rank == 0:
-            record_unreadable(found)
-            history.append(record)
-            rng = _rng_state()
-            save_checkpoint(epoch, rng, validated=False)  # the epoch's training is safe before validation runs
-            validate(epoch, record)
-        if world > 1:
-            torch.distributed.barrier()
+    try:
+        for epoch in range(start, config.epochs):
+            if world > 1:  # each rank its own augmentation and L_DA targets, the same after a resume
+                seed_everything(config.seed * 1_000_003 + epoch * 101 + RANK_SEED_STEP * rank)
+            lr = config.lr * config.lr_final_factor ** (epoch / config.epochs)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            model.train()
+            steps, batches = _epoch_batches(data, config, epoch, rank, world, pin_memory=pin, workers=workers)
+            # the loss terms are summed on the device, in float64 and in step order: the sums a float() per term and
+            # step gave (float32 values, exactly widened, added in float64), read on the host only every `every` steps
+            sums: dict[str, torch.Tensor] = {}
+            read = {"step": 0, "total": 0.0}  # the last read of the summed total loss
+            found: dict[str, str] = {}
+            t0 = time.perf_counter()
+            bar = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress or rank,
+                       mininterval=2.0)  # few updates: notebooks keep every one in their output
+
+            def check(step: int, total: float) -> None:
+                """Stop on a non-finite loss met since the last read; else show the mean loss since then."""
+                if not math.isfinite(total):
+                    within = (f"at step {step}" if step - read["step"] == 1 else f"within steps {read['step'] + 1}-"
+                              f"{step} (the loss is read every {every} steps: log_every)")
+                    raise FloatingPointError(f"loss became {total} at epoch {epoch + 1}, {within}; lower lr (now "
+                                             f"{lr:.2e}) or check the inputs. The last good checkpoint is {ckpt_path}")
+                if step > read["step"]:
+                    bar.set_postfix(loss=f"{(total - read['total']) / (step - read['step']):.3f}")
+                read.update(step=step, total=total)
+
+            try:
+                for step, batch in enumerate(bar, 1):
+                    found.update((p, "train") for met in batch.pop("unreadable", ()) for p in met.split("\n") if p)
+                    batch = _to_device(batch, device, config.channels_last)
+                    with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
+                        terms = net(batch)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(terms["total"]).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    for k, v in terms.items():
+                        if k not in sums:
+                            sums[k] = torch.zeros((), dtype=torch.float64, device=v.device)
+                        sums[k].add_(v.detach().reshape(()))
+                    if step % every == 0 and step < steps:
+                        check(step, *_host_values([sums["total"]]))
+            except UnreadableImageError as err:
+                raise _stopped(err, f"in epoch {epoch + 1}'s training steps", ckpt_path, epoch) from err
+            totals = dict(zip(sums, _host_values(list(sums.values())))) if sums else {}  # the epoch's one full read
+            if "total" in totals:
+                check(steps, totals["total"])
+            if world > 1 and config.unreadable_images == "skip":  # every rank's left-out images
+                gathered: list = [None] * world
+                torch.distributed.all_gather_object(gathered, found)
+                found = {p: w for part in gathered for p, w in part.items()}
+            record = {"epoch": epoch, "lr": lr, "seconds": time.perf_counter() - t0,
+                      **{k if k.startswith("stat_") else f"loss_{k}": v / steps for k, v in totals.items()}}
+            if rank == 0:
+                record_unreadable(found)
+                history.append(record)
+                rng = _rng_state()
+                save_checkpoint(epoch, rng, validated=False)  # the epoch's training is safe before validating
+                validate(epoch, record)
+            if world > 1:
+                torch.distributed.barrier()
+    finally:
+        if workers is not None:
+            workers.close()
+        if compiled:  # the model handed back runs as it was built
+            model.backbone._compiled_call_impl = None
     return TrainResult(run_dir, config, history, best["epoch"], model, unreadable)
 
 
