@@ -2,6 +2,7 @@
 import ast
 import html
 import json
+import re
 
 import nbformat
 import papermill
@@ -11,18 +12,29 @@ from zssbir import paths
 from zssbir.study import runs
 from zssbir.study.pipeline import check_parameters, load_pipeline, run_pipeline
 from zssbir.study.results import load_results
+from test_nbval_setup import nbval_notebooks
 
 STEPS = load_pipeline()
 
 
 def test_pipeline_file_is_valid_and_notebooks_are_stripped():
+    """Notebooks are committed without outputs, except exactly the Makefile's NBVAL_NOTEBOOKS (fast, deterministic
+    teaching notebooks that nbval checks), which are committed with them; every cell has an id."""
     assert STEPS, "the pipeline lists no notebook"
+    kept = {p.name for p in nbval_notebooks()}
+    assert kept <= {s.notebook for s in STEPS}, "a notebook kept with outputs is not a step of the pipeline"
     for step in STEPS:
         nb = nbformat.read(paths.notebooks_dir() / step.notebook, as_version=4)
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, f"{step.notebook} needs exactly one cell tagged 'parameters'"
-        assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), \
-            f"{step.notebook} is committed with outputs: run `make strip`"
+        assert all(c.get("id") for c in nb.cells), f"{step.notebook} has cells without an id"
+        with_outputs = any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
+        if step.notebook in kept:
+            assert with_outputs and nb.metadata.get("keep_output") is True, \
+                f"{step.notebook} is checked by nbval, so it is committed with its outputs: run `make outputs`"
+        else:
+            assert not with_outputs and not nb.metadata.get("keep_output"), \
+                f"{step.notebook} is committed with outputs: run `make strip`"
         declared = papermill.inspect_notebook(str(paths.notebooks_dir() / step.notebook))
         assigned = [t.id for node in ast.parse(tagged[0].source).body for t in getattr(node, "targets", [])]
         assert sorted(declared) == sorted(assigned), f"papermill cannot parse some parameters of {step.notebook}"
@@ -66,9 +78,33 @@ def _trained_by_01(test: bool) -> list:
 
 
 def _stream_text(executed, contains: str) -> str:
-    """The printed output of the first code cell whose source contains ``contains``."""
+    """What the first code cell whose source contains ``contains`` shows as text: printed lines and displayed
+    Markdown (the closing sentences)."""
     cell = next(c for c in executed.cells if c.cell_type == "code" and contains in c.source)
-    return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+    return "".join(o.get("text", "") if o.get("output_type") == "stream" else o.get("data", {}).get("text/markdown", "")
+                   for o in cell.get("outputs", []))
+
+
+# the pages whose closing prose, tables and numbers issue 25 set (02-04 have their own method cards and exercises)
+CONCLUDED = ["00_data_tour", "00_pretraining", "01_train", "05_map_tables", "06_explore", "07_methods_in_2d"]
+
+
+def _check_pages_read_as_conclusions(out) -> None:
+    """Each page of CONCLUDED ends with its conclusion (Markdown computed from the results, not printed lines), and
+    its tables show no NaN, no -0.000 and epochs counted from 1."""
+    for name in CONCLUDED:
+        executed = nbformat.read(out / f"{name}.ipynb", as_version=4)
+        last = executed.cells[-1]
+        assert last.cell_type == "code" and any("text/markdown" in o.get("data", {}) for o in last.outputs), \
+            f"{name} does not end with its conclusion"
+        assert not any(o.get("output_type") == "stream" for o in last.outputs), f"{name} prints its conclusion"
+        tables = [o["data"]["text/plain"] for c in executed.cells for o in c.get("outputs", [])
+                  if "text/html" in o.get("data", {}) and "dataframe" in o["data"]["text/html"]]
+        for table in tables:
+            assert not re.search(r"\bNaN\b|-0\.0+\b(?!\d)", table), f"{name}: a table shows NaN or -0.0:\n{table}"
+            header = table.splitlines()[1:2]
+            assert not (header and header[0].startswith("epoch") and re.search(r"^0 ", table, re.MULTILINE)), \
+                f"{name}: a history table counts epochs from 0"
 
 
 @pytest.mark.slow
@@ -103,8 +139,14 @@ def test_every_notebook_runs_with_tiny_parameters(isolated_dirs):
             assert set(record["metrics"]) == {"map@all", "prec@100", "map@200", "prec@200"}
             assert all(0 <= m["value"] <= 1 for m in record["metrics"].values())
     for step in train_steps:
-        closing = _stream_text(nbformat.read(out / f"{step.name}.ipynb", as_version=4), "run_sentences")
+        executed = nbformat.read(out / f"{step.name}.ipynb", as_version=4)
+        closing = _stream_text(executed, "run_sentences")
         assert "exact: map@all" in closing and "(chance " in closing
+        grid_log = _stream_text(executed, "train_and_score")  # one summary line, the per-run lines in the log file
+        assert grid_log.count("\n") == 1 and "one line per run in" in grid_log, grid_log
+        assert "Of " in _stream_text(executed, "grid_sentences") and "Chance is " in _stream_text(executed, "grid_sentences")
+    assert (isolated_dirs / "runs" / runs.TRAIN_LOG).read_text().count(": best epoch ") >= len(grid) - 1
+    _check_pages_read_as_conclusions(out)
     pretraining = _stream_text(nbformat.read(out / "00_pretraining.ipynb", as_version=4), "pretraining.sentences")
     assert "the pretrained backbone retrieves the benchmark's unseen classes at mAP@all" in pretraining
     assert "label their photos with top-1" in pretraining

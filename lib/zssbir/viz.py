@@ -35,19 +35,45 @@ def image_grid(images: Sequence[Image.Image | np.ndarray | None], titles: Sequen
 
 
 def plot_history(history: Sequence[dict], title: str = ""):
-    """Loss terms and validation mAP per epoch, from a run's history records."""
+    """Loss terms and validation scores per epoch (counted from 1, integer ticks), from a run's history records (or
+    the pretraining's: one ``loss``, the held-out top-1 of the class head and of the nearest caption)."""
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [h["epoch"] + 1 for h in history]
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.2))
-    for key in sorted({k for h in history for k in h if k.startswith("loss_")}):
-        ax_loss.plot(epochs, [h.get(key, np.nan) for h in history], marker="o", label=key[5:])
+    losses = sorted({k for h in history for k in h if k.startswith("loss_")}) or ["loss"]
+    for key in losses:
+        ax_loss.plot(epochs, [h.get(key, np.nan) for h in history], marker="o", label=key.removeprefix("loss_"))
     ax_loss.set_xlabel("epoch"), ax_loss.set_ylabel("mean loss"), ax_loss.legend(fontsize=8)
-    key = "val_top1" if any("val_top1" in h for h in history) else "val_map@all"
-    ax_val.plot(epochs, [h.get(key, np.nan) for h in history], marker="o", color="C3")
-    ax_val.set_xlabel("epoch"), ax_val.set_ylabel("validation top-1 accuracy" if key == "val_top1" else
-                                                  "validation mAP@all")
+    accuracy = [k for k in ("val_top1", "val_text_top1") if any(k in h for h in history)]
+    for i, key in enumerate(accuracy or ["val_map@all"]):
+        ax_val.plot(epochs, [h.get(key, np.nan) for h in history], marker="o", color=f"C{3 + i}",
+                    label={"val_top1": "class head", "val_text_top1": "nearest caption"}.get(key, key))
+    ax_val.set_xlabel("epoch"), ax_val.set_ylabel("validation top-1 accuracy" if accuracy else "validation mAP@all")
+    if len(accuracy) > 1:
+        ax_val.legend(fontsize=8)
+    for ax in (ax_loss, ax_val):  # whole epochs only: every epoch when they are few
+        if len(epochs) <= 16:
+            ax.set_xticks(epochs)
+            ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def history_table(history, digits: int = 3):
+    """A run's (or the pretraining's) history records as a reader reads them: one row per epoch counted from 1,
+    losses and validation scores rounded to ``digits``, seconds to 0.1, the learning rate as set."""
+    import pandas as pd
+
+    frame = pd.DataFrame(list(history))
+    frame["epoch"] = frame["epoch"].astype(int) + 1
+    first = [c for c in frame.columns if c.startswith("loss")] + [c for c in frame.columns if c.startswith("val_")]
+    frame = frame[["epoch", *first, *[c for c in frame.columns if c not in first and c != "epoch"]]]
+    rounded = {c: 1 if c == "seconds" else digits for c in frame.columns if c not in ("epoch", "lr")}
+    return frame.round(rounded).set_index("epoch")
 
 
 def retrieval_grid(query_images, gallery_images, ranked: np.ndarray, relevant: np.ndarray, topk: int = 8,
@@ -87,7 +113,8 @@ def plot_seed_spread(frame, metric: str = "map@all", label: str = "label", ax=No
     frame (columns ``label``, "metric", "value"), rows in order of first appearance."""
     sub = frame[frame["metric"] == metric]
     labels = list(dict.fromkeys(sub[label]))
-    ax = ax or plt.subplots(figsize=(8, 0.42 * len(labels) + 1.3))[1]
+    longest = max((len(str(name)) for name in labels), default=0)  # room for the row labels at 10 pt
+    ax = ax or plt.subplots(figsize=(5 + 0.075 * longest, 0.42 * len(labels) + 1.3))[1]
     for i, name in enumerate(labels):
         values = sub.loc[sub[label] == name, "value"].to_numpy(dtype=float)
         ax.scatter(values, [i] * len(values), color="C0", alpha=0.6, s=18)

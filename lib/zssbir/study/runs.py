@@ -133,20 +133,36 @@ def trained_run(config: TrainConfig, *, device: str = "auto", progress: bool = T
     return open_run(config, device=device, if_code_changed="reuse")
 
 
+TRAIN_LOG = "logs/train_and_score.log"  # under the runs folder: one line per run that train_and_score scored
+
+
 def train_and_score(configs: list[TrainConfig], *, preset: str, cluster: tuple[int, int, str] | None,
                     labels: list[str | None] | None = None, device: str = "auto",
                     if_code_changed: str = "refuse") -> list[Path]:
     """Train (or reuse) the run of every config and score it on the unseen split (``scoring.score_and_record``,
-    results files labelled by ``labels``); returns the paths of the written results files."""
+    results files labelled by ``labels``); returns the paths of the written results files. One line per run goes to
+    ``<runs>/logs/train_and_score.log`` (``TRAIN_LOG``); one summary line is printed."""
+    from datetime import datetime, timezone
+
     from .scoring import score_and_record
 
-    written = []
+    written, best = [], []
+    log = paths.runs_dir() / TRAIN_LOG
+    log.parent.mkdir(parents=True, exist_ok=True)
     for config, label in zip(configs, labels or [None] * len(configs)):
         run = trained_run(config, device=device, progress=False, if_code_changed=if_code_changed)
         paths_ = score_and_record(run.model, run.config, run.name, preset=preset, cluster=cluster, label=label,
                                   device=device, extra={"best_epoch": run.best_epoch, "run_dir": str(run.run_dir)})
         written += list(paths_.values())
-        print(f"{run.name}: best epoch {run.best_epoch + 1}")
+        best.append((run.best_epoch + 1, run.config.epochs))
+        with log.open("a", encoding="utf-8") as f:
+            f.write(f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} {run.name}: best epoch "
+                    f"{run.best_epoch + 1} of {run.config.epochs}; results {', '.join(p.name for p in paths_.values())}\n")
+    if best:
+        low, high, last = min(b for b, _ in best), max(b for b, _ in best), sum(b == e for b, e in best)
+        print(f"{len(best)} runs trained (or reopened) and scored into {len(written)} results files; selected epoch "
+              + (f"{low} in every run" if low == high else f"{low} to {high} (counted from 1)")
+              + f", the last one in {last} of {len(best)} runs; one line per run in {log}")
     return written
 
 

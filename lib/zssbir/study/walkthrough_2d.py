@@ -4,7 +4,9 @@ Every number is computed by the study's own code, not re-implemented: ClusterRet
 ``training.losses.distribution_alignment``; k-means, PQ cells and ADC are ``eval.cluster_retrieval.ClusterIndex``;
 AP under each tie policy is ``eval.metrics`` (through ``ClusterIndex.evaluate``); DMWA's weight list and hinge terms
 are ``models.dmwa.global_score`` / ``weight_list`` and ``training.losses.quadruplet_hinges`` /
-``weighted_quadruplet``. Each function returns data (dicts, frames) and a ``plot_*`` function draws it.
+``weighted_quadruplet``. Each function returns data (dicts, frames) and a ``plot_*`` function draws it; the
+``*_sentence(s)`` functions say what each figure shows, ``lda_views`` and ``adc_k_sweep`` answer the page's two
+exercises (``tests/test_walkthrough_exercises.py``) and ``conclusions`` is the page's last word.
 """
 from __future__ import annotations
 
@@ -80,10 +82,21 @@ def plot_lda(result: dict):
 
 
 def lda_sentence(result: dict) -> str:
-    loss = result["loss"]
-    return (f"L_DA fell from {loss[0]:.3f} to {loss[-10:].mean():.3f} (mean of the last 10 steps) in {len(loss)} steps; "
-            f"its floor against fresh draws is {result['floor']:.3f}: no fixed feature matches every draw, the best "
-            f"one has the average target softmax, uniform over the {result['dim']} channels.")
+    """What the three panels of ``plot_lda`` show, in numbers: the loss against its floor, and the largest channel of
+    the softmax (sorted, averaged) at the first and last snapshot against a Gaussian draw's and the uniform level."""
+    loss, steps = result["loss"], sorted(result["snapshots"])
+    top = {s: _sorted_softmax(result["snapshots"][s])[0] for s in (steps[0], steps[-1])}
+    gauss = _sorted_softmax(result["target"])[0]
+    return (f"L_DA fell from {loss[0]:.3f} to {loss[-10:].mean():.3f} (mean of the last 10 steps) in {len(loss)} "
+            f"steps; its floor against fresh draws is {result['floor']:.3f}: no fixed feature matches every draw, the "
+            f"best one has the average target softmax, uniform over the {result['dim']} channels. In the middle "
+            f"panel the largest channel of a feature's softmax holds {top[steps[0]]:.2f} of it at step {steps[0]} and "
+            f"{top[steps[-1]]:.2f} at step {steps[-1]}, against {gauss:.2f} for a Gaussian draw and "
+            f"{1 / result['dim']:.2f} for the uniform level: L_DA "
+            + ("flattens the features past a single draw's profile, towards the average target."
+               if top[steps[-1]] < gauss else "moves the features towards a Gaussian draw's profile.")
+            + " The right panel: only the differences between channels matter (softmax ignores a shift shared by "
+            "every channel), so the features are drawn centred.")
 
 
 # ------------------------------------------------------------------------------------------------ 2. PQ cells
@@ -142,14 +155,21 @@ def plot_pq(result: dict):
 
 
 def pq_sentences(result: dict) -> list[str]:
+    """Per M: distinct ADC values (the horizontal bands of the right panel) and the rank correlation with the exact
+    distance (how close the points lie to a rising curve)."""
     out = []
     for M in (1, 2):
         r = result[M]
         distinct = len(np.unique(r["adc"]))
-        rho = pd.Series(r["adc"]).corr(pd.Series(r["exact"]), method="spearman")
-        out.append(f"M = {M}: {len(r['adc'])} photos get {distinct} distinct ADC values (items of one cell tie); "
-                   f"rank correlation of ADC with the exact distance {rho:.3f}.")
+        rho = rank_correlation(r["adc"], r["exact"])
+        out.append(f"M = {M}: {len(r['adc'])} photos get {distinct} distinct ADC values (items of one cell tie: the "
+                   f"horizontal bands of the right panel); rank correlation of ADC with the exact distance {rho:.3f}.")
     return out
+
+
+def rank_correlation(adc: np.ndarray, exact: np.ndarray) -> float:
+    """Spearman's rank correlation of the ADC with the exact distance (1: ADC ranks the gallery as exactly)."""
+    return float(pd.Series(adc).corr(pd.Series(exact), method="spearman"))
 
 
 # ------------------------------------------------------------------------------------------------ 3. ties and AP
@@ -194,12 +214,16 @@ def plot_ties(frame: pd.DataFrame):
 
 
 def tie_sentence(frame: pd.DataFrame) -> str:
+    """The AP of each tie policy (the dots and lines of ``plot_ties``), and what the list order is worth."""
     by = frame.groupby("policy", sort=False)["AP"]
     rnd = frame.loc[frame["policy"] == "adc, ties random", "AP"]
+    stable = by.first()["adc, ties stable (list order)"]
     return (f"The query's cell holds {frame.attrs['cell_size']} photos, {frame.attrs['cell_share']:.0%} of its class. "
-            f"Its AP: exact {by.first()['exact']:.3f}; with ties in list order {by.first()['adc, ties stable (list order)']:.3f}; "
-            f"with random tie orders {rnd.min():.3f} to {rnd.max():.3f} (mean {rnd.mean():.3f}); "
-            f"reranked by the exact distance {by.first()['rerank (ties by exact distance)']:.3f}.")
+            f"Its AP: exact {by.first()['exact']:.3f}; with ties in list order {stable:.3f}; "
+            f"with random tie orders {rnd.min():.3f} to {rnd.max():.3f} (mean {rnd.mean():.3f}, the dots); "
+            f"reranked by the exact distance {by.first()['rerank (ties by exact distance)']:.3f}. The list order is "
+            f"not neutral: it is the gallery's class order, worth {stable - rnd.mean():+.3f} AP against a random order "
+            f"for this query.")
 
 
 # ------------------------------------------------------------------------------------------------ 4. DMWA weights
@@ -264,14 +288,97 @@ def plot_weights(pairs: dict, frame: pd.DataFrame):
     return fig
 
 
+def _by_kind(frame: pd.DataFrame, tau: float) -> tuple[float, float, float]:
+    """Mean weight of the easy and of the hard pairs at ``tau``, and the hard pairs' share of the weighted loss."""
+    w = frame.groupby("kind")[f"w (tau {tau:g})"].mean()
+    share = frame.groupby("kind")[f"w*hinge (tau {tau:g})"].sum()
+    return float(w.get("easy", np.nan)), float(w.get("hard", np.nan)), float(share.get("hard", 0) / share.sum())
+
+
 def weight_sentences(frame: pd.DataFrame) -> list[str]:
     out = []
     for tau in frame.attrs["taus"]:
-        w = frame.groupby("kind")[f"w (tau {tau:g})"].mean()
-        share = frame.groupby("kind")[f"w*hinge (tau {tau:g})"].sum()
-        total = share.sum()
-        out.append(f"tau {tau:g}: easy pairs weigh {w.get('easy', float('nan')):.2f} on average, hard pairs "
-                   f"{w.get('hard', float('nan')):.2f}; hard pairs carry {share.get('hard', 0) / total:.0%} of the "
-                   f"weighted loss ({frame.attrs['losses'][f'tau {tau:g}']:.3f}; unweighted "
+        easy, hard, share = _by_kind(frame, tau)
+        out.append(f"tau {tau:g}: easy pairs weigh {easy:.2f} on average, hard pairs {hard:.2f}; hard pairs carry "
+                   f"{share:.0%} of the weighted loss ({frame.attrs['losses'][f'tau {tau:g}']:.3f}; unweighted "
                    f"{frame.attrs['losses']['unweighted']:.3f}).")
     return out
+
+
+# ------------------------------------------------------------------------------------------------ exercises, conclusion
+def lda_views(result: dict, shift: float = 3.0, scales=(2.0, 0.5)) -> pd.DataFrame:
+    """Exercise 1: L_DA (``alignment_kl``) of the trained features of ``lda_training`` against one fixed set of its
+    Gaussian draws, and of the same features shifted by ``shift`` on every channel, scaled by each of ``scales``, and
+    set to zero (a flat softmax)."""
+    f = torch.as_tensor(result["snapshots"][max(result["snapshots"])])
+    views = {"trained features": f, f"plus {shift:g} on every channel": f + shift,
+             **{f"times {s:g}": f * s for s in scales}, "all zero (a flat softmax)": torch.zeros_like(f)}
+    z = torch.as_tensor(result["target"])
+    frame = pd.DataFrame({"features": list(views), "L_DA": [float(alignment_kl(v, z)) for v in views.values()]})
+    frame.attrs.update(floor=result["floor"])
+    return frame
+
+
+def lda_views_answer(frame: pd.DataFrame) -> str:
+    """What ``lda_views`` shows: the shift changes nothing, the scale does, and which features score lowest."""
+    loss = dict(zip(frame["features"], frame["L_DA"]))
+    trained, shifted = frame["L_DA"].iloc[0], frame["L_DA"].iloc[1]
+    scaled = [(name, v) for name, v in loss.items() if name.startswith("times ")]
+    lowest = min(loss, key=loss.get)
+    return (f"A shift shared by every channel leaves L_DA {'unchanged' if abs(shifted - trained) < 1e-4 else 'changed'}"
+            f" ({trained:.3f}, then {shifted:.3f}): softmax ignores the level of a feature. A scale changes it ("
+            + ", ".join(f"{name}: {v:.3f}" for name, v in scaled) + "): the scale sets how peaked the softmax is. "
+            f"Lowest of all: {lowest}, at {loss[lowest]:.3f} against these draws (a flat softmax averages "
+            f"{frame.attrs['floor']:.3f} over many draws: the floor of section 1)"
+            + (": on its own, L_DA pulls every feature towards carrying no channel profile at all, and only the "
+               "classification (and distillation) loss it is added to keeps the features informative; lambda_da sets "
+               "the balance." if lowest.startswith("all zero") else "."))
+
+
+def adc_k_sweep(points: np.ndarray, query, Ks, *, Ms=(1, 2), seed: int = 0) -> pd.DataFrame:
+    """Exercise 2: per M and K, the gallery's distinct ADC values to the query (at most the cells it uses) and ADC's rank
+    correlation with the exact distance (``ClusterIndex`` on the raw plane, as ``pq_cells``)."""
+    q = np.asarray(query, dtype=np.float32)[None]
+    exact = ((points - q) ** 2).sum(1)
+    rows = []
+    for M in Ms:
+        for K in Ks:
+            index = ClusterIndex.fit(points, M, K, seed=seed, normalize=False)
+            adc = index.adc(q)[0]
+            rows.append({"M": M, "K": K, "distinct ADC values": len(np.unique(adc)),
+                         "rank correlation": rank_correlation(adc, exact)})
+    return pd.DataFrame(rows)
+
+
+def adc_k_answer(frame: pd.DataFrame, target: float = 0.95) -> str:
+    """The smallest K of each M whose ADC ranks the gallery with rank correlation at least ``target``."""
+    parts = []
+    for M, rows in frame.groupby("M"):
+        hit = rows[rows["rank correlation"] >= target]
+        parts.append(f"with M = {M} first at K = {hit['K'].iloc[0]} ({hit['distinct ADC values'].iloc[0]} distinct "
+                     "values)" if len(hit) else
+                     f"with M = {M} at no K up to {rows['K'].max()} (best {rows['rank correlation'].max():.3f})")
+    return (f"ADC ranks the gallery like the exact distance (rank correlation at least {target:g}) " + "; ".join(parts)
+            + ". Product cells multiply: M sub-spaces of K centroids give up to K^M cells, so at the same K (and the "
+            "same k-means work per sub-space) M = 2 tells more distances apart.")
+
+
+def conclusions(lda: dict, cells: dict, ties: pd.DataFrame, weights: pd.DataFrame) -> list[str]:
+    """The page's conclusion, one sentence per toy, from the four results."""
+    rnd = ties.loc[ties["policy"] == "adc, ties random", "AP"]
+    ap = ties.groupby("policy", sort=False)["AP"].first()
+    hi, lo = max(weights.attrs["taus"]), min(weights.attrs["taus"])
+    d = {M: len(np.unique(cells[M]["adc"])) for M in (1, 2)}
+    return [f"**L_DA** only reshapes each feature's channel distribution, towards a flat one: it fell to "
+            f"{lda['loss'][-10:].mean():.3f} against a floor of {lda['floor']:.3f} (a flat softmax against fresh draws, "
+            "the best any fixed feature does on average), and a shift shared by every channel does not change it.",
+            f"**Cluster-then-retrieve** ranks by the distance to a photo's reconstruction: with K = {cells['K']} the "
+            f"{len(cells[1]['adc'])} photos get {d[1]} distinct distances at M = 1 and {d[2]} at M = 2, so most of the "
+            "list is ties.",
+            f"**Ties** decide what such a list scores: the same clusters give this query AP {rnd.min():.3f} to "
+            f"{rnd.max():.3f} over random tie orders, {ap['adc, ties stable (list order)']:.3f} in list order and "
+            f"{ap['rerank (ties by exact distance)']:.3f} reranked (exact retrieval {ap['exact']:.3f}): a reported "
+            "number has to name its tie rule.",
+            f"**DMWA's weight list** moves the loss from hard to easy pairs as tau falls: the hard pairs carry "
+            f"{_by_kind(weights, hi)[2]:.0%} of the weighted loss at tau {hi:g} and {_by_kind(weights, lo)[2]:.0%} at "
+            f"tau {lo:g}."]
