@@ -1,13 +1,13 @@
-"""What a person sees, checked in a real browser (headless Debian Chromium driven by playwright): the report pages,
-and the live explorer of 06_explore in JupyterLab. Screenshots of every step go to reports/screenshots/.
+"""What a person sees, checked in a real browser (headless Debian Chromium driven by playwright): the report pages
+opened from disk with the network blocked (equations typeset by the local MathJax, no table clipped), the method
+notebooks' equations in JupyterLab, and the live explorer of 06_explore. Screenshots of every step go to
+reports/screenshots/.
 
 Run by `make test-browser` (and CI after `make test`); `make test` leaves them out. A missing browser or playwright
 fails these tests with the command that installs it: they never skip.
 """
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
 import secrets
@@ -15,8 +15,8 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
+import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +26,7 @@ import pytest
 from zssbir import paths
 from zssbir.study import runs
 from zssbir.study.pipeline import load_pipeline, run_pipeline
+from zssbir.study.report_index import READING_PATH
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -33,8 +34,13 @@ SCREENSHOTS = paths.reports_dir() / "screenshots"  # the project's reports/ (res
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # the small report the page test generates: the data tour, the starting point, the ClusterRetri runs (both starts,
-# with and without L_DA), the tables with the findings (05 reads the runs' results files), and the 2-D walkthrough
-REPORT_STEPS = ["00_data_tour", "00_pretraining", "01_train", "05_map_tables", "07_methods_in_2d"]
+# with and without L_DA), the three method notebooks with their method cards (02, 03, 04: equations), the tables with
+# the findings (05 reads the runs' results files), and the 2-D walkthrough
+REPORT_STEPS = ["00_data_tour", "00_pretraining", "01_train", "02_distribution_alignment", "03_cluster_analysis",
+                "04_dmwa", "05_map_tables", "07_methods_in_2d"]
+# pages that must show typeset equations (the method cards, the index's metric primer)
+MATH_PAGES = {"index.html", "02_distribution_alignment.html", "03_cluster_analysis.html", "04_dmwa.html"}
+METHOD_NOTEBOOKS = ["02_distribution_alignment.ipynb", "03_cluster_analysis.ipynb", "04_dmwa.ipynb"]
 
 
 def _chromium() -> str:
@@ -75,91 +81,167 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextmanager
-def static_server(folder: Path):
-    """A quiet HTTP server of ``folder`` on the loopback address (a missing file answers 404)."""
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    class Server(http.server.ThreadingHTTPServer):
-        def handle_error(self, request, client_address):
-            pass  # the browser closing a connection early is not a failure of the page
-
-    server = Server(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 # ------------------------------------------------------------------------------------------------ page checks
 BROKEN_IMAGES_JS = ("() => Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))"
                     ".map(i => (i.getAttribute('src') || '').slice(0, 80))")
 LINKS_JS = "() => Array.from(document.querySelectorAll('a[href]')).map(a => a.getAttribute('href'))"
 STDERR_JS = ("() => Array.from(document.querySelectorAll('[data-mime-type=\"application/vnd.jupyter.stderr\"]'))"
              ".map(e => e.innerText.slice(0, 120))")
-# row labels of tables: the number of line boxes of each header cell's text (1 = not wrapped)
+# row labels of tables: the number of line boxes of each header cell's text (1 = not wrapped); a label the page itself
+# let wrap to fit its table (a sentence as a label, marked data-zssbir-wrapped by pipeline.FIT_TABLES_JS) must still
+# be wide, never one word per line
 WRAPPED_JS = """() => Array.from(document.querySelectorAll('table th')).filter(th => {
     const text = th.innerText.trim();
     if (!text || text.indexOf(' ') < 0) return false;
+    if (th.hasAttribute('data-zssbir-wrapped')) return th.getBoundingClientRect().width < 200;
     const range = document.createRange(); range.selectNodeContents(th);
     const tops = new Set(Array.from(range.getClientRects()).filter(r => r.width > 0).map(r => Math.round(r.top)));
     return tops.size > 1;
 }).map(th => th.innerText.trim().slice(0, 60))"""
+# tables wider than what holds them: the table itself (a scroll box on the notebook pages), any ancestor that clips
+# or scrolls, and the page (no sideways scrolling)
+CLIPPED_JS = """() => {
+    const out = [];
+    for (const t of document.querySelectorAll('table')) {
+        for (let el = t; el && el !== document.body; el = el.parentElement) {
+            if (el !== t && getComputedStyle(el).overflowX === 'visible') continue;
+            if (el.scrollWidth > el.clientWidth + 1) {
+                out.push(`${t.innerText.trim().slice(0, 50).replace(/\\s+/g, ' ')} (${el.tagName.toLowerCase()} ` +
+                         `${el.scrollWidth} px in ${el.clientWidth} px)`);
+                break;
+            }
+        }
+    }
+    const page = document.documentElement;
+    if (page.scrollWidth > window.innerWidth + 1)
+        out.push(`the page (${page.scrollWidth} px in ${window.innerWidth} px)`);
+    return out;
+}"""
+# MathJax done: started, nothing queued or running
+MATHJAX_IDLE_JS = ("() => !!(window.MathJax && MathJax.isReady && MathJax.Hub && MathJax.Hub.queue.pending === 0 "
+                   "&& !MathJax.Hub.queue.running)")
+# every equation MathJax found is typeset (its output frame exists), none failed
+TYPESET_JS = """() => {
+    if (!window.MathJax || !MathJax.Hub) return {loaded: false, jax: 0, rendered: 0, errors: 0};
+    const jax = MathJax.Hub.getAllJax();
+    return {loaded: true, jax: jax.length,
+            rendered: jax.filter(j => document.getElementById(j.inputID + '-Frame')).length,
+            errors: document.querySelectorAll('.MathJax_Error, merror').length};
+}"""
+# TeX left as text where a person reads (rendered Markdown, the index): delimiters or commands outside typeset math
+RAW_TEX = r"/\$\$|\\(frac|mathrm|sum|mathbb|mathcal|big|tau|beta|le)\b|\$[^$\s][^$]*\$/"
+RAW_TEX_JS = r"""() => {
+    const RAW_TEX = """ + RAW_TEX + r""";
+    const roots = Array.from(document.querySelectorAll('.jp-RenderedMarkdown, body.zssbir-index'));
+    const skip = n => n.closest('script, style, code, pre, .MathJax, .MathJax_Display, .MathJax_Preview, table.steps');
+    const found = [];
+    for (const root of roots) {
+        const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+        for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+            if (skip(node.parentElement)) continue;
+            const text = node.textContent;
+            if (text.match(RAW_TEX)) found.push(text.trim().slice(0, 80));
+        }
+    }
+    return found;
+}"""
 
 
-def check_links(page, base: str, here: str) -> list[str]:
-    """Links of the page that do not resolve: files that the server does not have, anchors with no target."""
+def block_network(page) -> list[str]:
+    """Abort every request that leaves the disk (file:, data:, blob: and about: pass); returns the list of the URLs
+    the page asked for outside."""
+    outside: list[str] = []
+
+    def route(r):
+        if r.request.url.startswith(("file:", "data:", "blob:", "about:")):
+            r.continue_()
+        else:
+            outside.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    return outside
+
+
+def open_report_page(page, path: Path) -> None:
+    """Open a report page from disk and wait for MathJax to finish typesetting it."""
+    page.goto(path.as_uri())
+    page.wait_for_load_state("load")
+    try:
+        page.wait_for_function(MATHJAX_IDLE_JS, timeout=60_000)
+    except Exception:
+        raise AssertionError(f"{path.name}: MathJax never finished (does {path.parent / 'assets' / 'mathjax'} hold "
+                             "it, loaded through a relative URL?)") from None
+
+
+def typeset_problems(page, name: str) -> list[str]:
+    """Equations not typeset on the page, TeX shown as text, and a page of MATH_PAGES without equations."""
+    state = page.evaluate(TYPESET_JS)
+    problems = [f"{name}: MathJax did not load" for _ in range(not state["loaded"])]
+    if state["rendered"] < state["jax"]:
+        problems.append(f"{name}: {state['jax'] - state['rendered']} of {state['jax']} equations not typeset")
+    if state["errors"]:
+        problems.append(f"{name}: {state['errors']} MathJax errors")
+    if name in MATH_PAGES and state["rendered"] < 3:
+        problems.append(f"{name}: only {state['rendered']} typeset equations; expected its method card or primer")
+    return problems + [f"{name}: TeX shown as text: {text}" for text in page.evaluate(RAW_TEX_JS)]
+
+
+def check_links(page, path: Path) -> list[str]:
+    """Links of a page opened from disk that do not resolve: relative files that are not there, anchors with no
+    target (links to other sites are not followed: no network here)."""
     broken = []
     for href in page.evaluate(LINKS_JS):
-        if href.startswith(("http://", "https://", "mailto:")) and not href.startswith(base):
-            continue  # outside links: no network here
-        if href.startswith("#"):
-            anchor = href[1:]
+        if href.startswith(("http://", "https://", "mailto:")):
+            continue
+        target, _, anchor = href.partition("#")
+        if not target:
             if anchor and not page.evaluate("(a) => !!(document.getElementById(a) || document.getElementsByName(a)[0])",
                                             anchor):
-                broken.append(f"{here}: {href}")
+                broken.append(f"{path.name}: {href}")
             continue
-        url = href if href.startswith("http") else f"{base}/{href.split('#')[0]}"
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                ok = response.status == 200
-        except Exception:
-            ok = False
-        if not ok:
-            broken.append(f"{here}: {href}")
+        if not (path.parent / urllib.parse.unquote(target)).is_file():
+            broken.append(f"{path.name}: {href}")
     return broken
 
 
 def test_report_pages_load_in_a_browser(isolated_dirs):
-    """A small report (REPORT_STEPS, tiny parameters): index.html opens with the findings (headline table, figure,
-    claims, chance level) and links every page; every image of every page loads, no link is broken, no page shows a
-    stderr box and no table row label wraps."""
+    """A small report (REPORT_STEPS, tiny parameters), every page opened from disk (file://) with the network blocked:
+    index.html opens with the findings (a three-sentence verdict, its caveats, the reading path, the claims, the
+    metric primer, the headline table with the seeds said once, the chance level, the figure) and links every page;
+    on every page the equations are typeset by the local MathJax (no TeX left as text), no table is clipped or makes
+    the page scroll sideways, every image loads, no link is broken, no stderr box shows and no row label wraps; and
+    no page asks for anything outside the report folder."""
     out = isolated_dirs / "reports"
     start = time.perf_counter()
     rows = run_pipeline(test=True, out_dir=out, only=REPORT_STEPS, progress=False)
     assert [r["status"] for r in rows] == ["ok"] * len(REPORT_STEPS)
     print(f"report generated in {time.perf_counter() - start:.0f} s")
     problems: list[str] = []
-    with static_server(out) as base, browser_page() as page:
-        page.goto(f"{base}/index.html")
-        page.wait_for_load_state("load")
+    with browser_page() as page:
+        outside = block_network(page)
+        open_report_page(page, out / "index.html")
         shot(page, "report_index", full_page=True)
         assert page.locator("h2", has_text="What the study found").count() == 1
+        verdict = page.locator("p.verdict").inner_text()
+        assert verdict.count(". ") + 1 == 3 and "claims" in verdict, verdict
+        caveats = page.locator("ul.caveats").inner_text()
+        config = runs.run_config("study/clusterretri.yaml")
+        for fact in (f"{config.image_size} px", f"{config.epochs} ClusterRetri", "abstract", "real benchmark"):
+            assert fact in caveats.lower() or fact in caveats, f"the caveats do not say {fact!r}: {caveats}"
+        assert page.locator("ol.reading-path li").count() == len(READING_PATH)
+        assert "prec@200 ≤" in page.locator("ul.primer").inner_text(), "the primer gives no Prec@K ceiling"
         assert page.locator("table.headline tr").count() >= 3, "the headline table has no rows"
+        cells = page.locator("table.headline td").all_inner_texts()
+        assert "seeds" in page.locator("table.headline caption").inner_text()
+        assert sum("seeds" in c for c in cells) < len(cells) / 2, "the seeds are repeated in the cells"
         assert "Chance level" in page.locator("p.chance").inner_text()
         assert page.locator("figure img").count() == 1, "the headline figure is missing"
-        linked = [h for h in page.evaluate(LINKS_JS) if h.endswith(".html")]
-        assert sorted(linked) == sorted(f"{s}.html" for s in REPORT_STEPS)
-        pages = ["index.html"] + linked
-        for name in pages:
+        linked = {h for h in page.evaluate(LINKS_JS) if h.endswith(".html")}
+        assert linked == {f"{s}.html" for s in REPORT_STEPS}
+        for name in ["index.html"] + sorted(linked):
             if name != "index.html":
-                page.goto(f"{base}/{name}")
-                page.wait_for_load_state("load")
+                open_report_page(page, out / name)
                 shot(page, f"report_{Path(name).stem}")
                 tables = page.locator("table.dataframe")
                 if tables.count():  # the first table of the page, for a person to see its row labels
@@ -167,10 +249,13 @@ def test_report_pages_load_in_a_browser(isolated_dirs):
                     tables.first.screenshot(path=str(SCREENSHOTS / f"report_{Path(name).stem}_table.png"))
             images = page.evaluate("() => document.images.length")
             problems += [f"{name}: image not loaded: {src}" for src in page.evaluate(BROKEN_IMAGES_JS)]
-            problems += check_links(page, base, name)
+            problems += check_links(page, out / name)
             problems += [f"{name}: stderr box: {text}" for text in page.evaluate(STDERR_JS)]
             problems += [f"{name}: wrapped row label: {text}" for text in page.evaluate(WRAPPED_JS)]
+            problems += [f"{name}: table clipped: {text}" for text in page.evaluate(CLIPPED_JS)]
+            problems += typeset_problems(page, name)
             assert images > 0 or name == "index.html", f"{name} shows no image"
+    problems += [f"asked for outside the report folder: {url}" for url in dict.fromkeys(outside)]
     assert not problems, "\n".join(problems)
 
 
@@ -187,24 +272,17 @@ def _explore_parameters() -> dict:
     return {**step.test_parameters, "overrides": LAB_RUN, "interactive": True}
 
 
-@pytest.fixture
-def lab_server(isolated_dirs):
-    """JupyterLab on 127.0.0.1 with a token, serving a folder that holds 06_explore with the tiny parameters
-    injected (papermill, not executed) beside tiny trained runs in the temporary ZSSBIR_* folders; always stopped."""
-    import papermill
-
-    params = _explore_parameters()
-    for settings, overrides in (("study/clusterretri.yaml", params["overrides"]),
-                                ("study/dmwa.yaml", params["dmwa_overrides"])):
-        runs.trained_run(runs.run_config(settings, overrides), progress=False)
-    folder = isolated_dirs / "lab"
-    folder.mkdir()
-    papermill.execute_notebook(str(paths.notebooks_dir() / "06_explore.ipynb"), str(folder / "06_explore.ipynb"),
-                               parameters=params, prepare_only=True, kernel_name="python3", progress_bar=False)
-    settings_dir = isolated_dirs / "lab_settings" / "@jupyterlab" / "apputils-extension"
-    settings_dir.mkdir(parents=True)
-    (settings_dir / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+@contextmanager
+def jupyterlab(folder: Path, isolated_dirs: Path, settings: dict | None = None):
+    """JupyterLab on 127.0.0.1 with a token, serving ``folder``, with its news and update checks off and the user
+    ``settings`` ({"@jupyterlab/<extension>/<plugin>": {...}}) written first; always stopped."""
+    settings = {"@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
+                **(settings or {})}
+    for key, values in settings.items():
+        scope, extension, plugin = key.split("/")
+        target = isolated_dirs / "lab_settings" / scope / extension / f"{plugin}.jupyterlab-settings"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(values))
     port, token = free_port(), secrets.token_hex(16)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(paths.project_root() / "lib"),
                                                        os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
@@ -236,6 +314,74 @@ def lab_server(isolated_dirs):
             proc.kill()
             proc.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture
+def lab_server(isolated_dirs):
+    """JupyterLab serving a folder that holds 06_explore with the tiny parameters injected (papermill, not executed)
+    beside tiny trained runs in the temporary ZSSBIR_* folders."""
+    import papermill
+
+    params = _explore_parameters()
+    for settings, overrides in (("study/clusterretri.yaml", params["overrides"]),
+                                ("study/dmwa.yaml", params["dmwa_overrides"])):
+        runs.trained_run(runs.run_config(settings, overrides), progress=False)
+    folder = isolated_dirs / "lab"
+    folder.mkdir()
+    papermill.execute_notebook(str(paths.notebooks_dir() / "06_explore.ipynb"), str(folder / "06_explore.ipynb"),
+                               parameters=params, prepare_only=True, kernel_name="python3", progress_bar=False)
+    with jupyterlab(folder, isolated_dirs) as lab:
+        yield lab
+
+
+# JupyterLab 4 typesets with MathJax 3 (its own copy, served by the lab server): every equation becomes an
+# mjx-container, a failed one holds an merror node
+LAB_MATH_JS = r"""() => {
+    const RAW_TEX = """ + RAW_TEX + r""";
+    const md = Array.from(document.querySelectorAll(
+        '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-MarkdownCell .jp-RenderedMarkdown'));
+    const raw = [];
+    for (const root of md) {
+        const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+        for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+            if (node.parentElement.closest('mjx-container, code, pre, script, style')) continue;
+            if (node.textContent.match(RAW_TEX)) raw.push(node.textContent.trim().slice(0, 80));
+        }
+    }
+    return {cells: md.length, math: md.reduce((n, e) => n + e.querySelectorAll('mjx-container').length, 0),
+            errors: md.reduce((n, e) => n + e.querySelectorAll('mjx-merror').length, 0), raw};
+}"""
+
+
+def test_method_cards_typeset_in_jupyterlab(isolated_dirs):
+    """02, 03 and 04 opened in JupyterLab (not run; every cell rendered: windowing off), with every request outside
+    the lab server blocked: the method cards' and exercises' equations are typeset by JupyterLab's MathJax, none
+    fails and no TeX is left as text."""
+    folder = isolated_dirs / "lab_cards"
+    folder.mkdir()
+    for name in METHOD_NOTEBOOKS:
+        shutil.copy(paths.notebooks_dir() / name, folder / name)
+    windowing_off = {"@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"}}
+    with jupyterlab(folder, isolated_dirs, windowing_off) as lab, browser_page(1400, 1100) as page:
+        outside = []
+        page.route("**/*", lambda r: r.continue_() if r.request.url.startswith((lab["url"], "data:", "blob:"))
+                   else (outside.append(r.request.url), r.abort()))
+        for name in METHOD_NOTEBOOKS:
+            page.goto(f"{lab['url']}/lab/tree/{name}?token={lab['token']}")
+            page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-MarkdownCell .jp-RenderedMarkdown",
+                                   timeout=90_000)
+            try:
+                page.wait_for_function("() => document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) "
+                                       "mjx-container').length >= 10", timeout=60_000)
+            except Exception:
+                shot(page, f"lab_{Path(name).stem}_failed")
+                raise AssertionError(f"{name}: JupyterLab typeset fewer than 10 equations") from None
+            page.wait_for_timeout(1000)  # the last cells' typesetting
+            state = page.evaluate(LAB_MATH_JS)
+            shot(page, f"lab_{Path(name).stem}")
+            assert state["errors"] == 0 and not state["raw"], f"{name}: {state}"
+            print(f"{name}: {state['math']} equations typeset in {state['cells']} Markdown cells")
+    assert not [u for u in outside if not u.startswith("http://127.0.0.1")], outside
 
 
 def _results(page) -> dict:

@@ -205,15 +205,46 @@ def test_walkthrough_uses_the_real_mechanisms():
 
 
 def test_report_index_opens_with_the_findings(tmp_path):
-    headline = {"dataset": "synthetic", "metrics": ["map@all"], "commit": "abcdef123456", "generated": "2026-11-22T01",
-                "conventions": {"map@all": "ap=voc"}, "figures": ["figures/study_synthetic.png"],
-                "claims": ["ClusterRetri: L_DA helps by 0.0100 (paired seeds: 3)."],
-                "rows": [{"row": "DMWA, exact", "metrics": {"map@all": {"mean": 0.25, "std": 0.01, "seeds": 3}}},
+    """index.html's findings (study.report_index): a three-sentence verdict from the claims' verdicts, caveats read from
+    the settings files, the reading path (links only to pages of this report), the claims, the metric primer with
+    the Prec@K ceiling from the counts, and the headline table with the seeds said once; all in that order."""
+    from zssbir.study import findings, report_index
+    from zssbir.study.runs import run_config
+
+    supported = (f'ClusterRetri, "L_DA improves retrieval": map@all 0.300 with L_DA against 0.290 without (baseline) '
+                 f'over 3 paired seeds, a difference of +0.010 (95 % CI +0.002 to +0.018; paired t-test p = 0.01, '
+                 f'Holm-corrected p = 0.02 over 2 claims): {findings.SUPPORTED}; the interval supports a gain of at '
+                 f'least +0.002 and rules out one above +0.018.')
+    fragile = (f'DMWA, "the quadruplet improves on the scale-matched triplet": map@all 0.25 quadruplet against 0.24 '
+               f'balanced over 3 paired seeds, a difference of +0.010: {findings.UNRESOLVED}; the interval rules out a '
+               f'gain above +0.05. Fragile, not a finding: leaving out seed 1 makes it {findings.SUPPORTED}.')
+    headline = {"dataset": "synthetic", "metrics": ["map@all", "prec@200"], "commit": "abcdef123456",
+                "generated": "2026-11-22T01", "figures": ["figures/study_synthetic.png"], "claims": [supported, fragile],
+                "conventions": {"map@all": "ap=voc, average=class", "prec@200": "average=class, "
+                                "prec_k_denominator=min_k_gallery"},
+                "rows": [{"row": "DMWA, exact", "metrics": {"map@all": {"mean": 0.25, "std": 0.01, "seeds": 3},
+                                                            "prec@200": {"mean": 0.12, "std": 0.01, "seeds": 3}}},
                          {"row": "chance (random ranking)", "metrics": {"map@all": {"mean": 0.1289, "std": 0.001,
                                                                                     "seeds": 5}}}]}
-    text = findings_html(headline)
-    assert "L_DA helps by 0.0100" in text and "0.2500 ± 0.0100 (3 seeds)" in text
-    assert "Chance level" in text and "map@all 0.1289" in text and "figures/study_synthetic.png" in text
+    text = findings_html(headline, available={"01_train", "05_map_tables"})
+    verdict = text.split("<p class='verdict'>")[1].split("</p>")[0]
+    assert verdict.count(". ") == 2 and verdict.startswith("Holds on this benchmark (1 of 2 claims): ClusterRetri: L_DA")
+    assert "No claim is contradicted" in verdict and "scale-matched triplet (control)" in verdict.split(". ")[2]
+    config = run_config("study/clusterretri.yaml")
+    assert f"{config.image_size} px images" in text and f"{config.epochs} ClusterRetri" in text
+    assert "rebuilt from its abstract" in text and "embedded miniature benchmark" in text
+    assert "<a href='01_train.html'>" in text and "<code>00_data_tour</code> (not in this report)" in text
+    assert "supports a gain of at least +0.002" in text and "Chance level" in text and "map@all 0.1289" in text
+    assert "0.2500 ± 0.0100</td>" in text and "0.1289 ± 0.0010 (5 seeds)" in text and "over 3 seeds" in text
+    assert "figures/study_synthetic.png" in text
+    order = ["class='verdict'", "class='caveats'", "class='reading-path'", "class='claims'", "class='primer'",
+             "class='headline'"]
+    assert [text.index(k) for k in order] == sorted(text.index(k) for k in order)
+    counts = {"photos": {c: 30 for c in range(10)}, "sketches": {c: 50 for c in range(10)}, "N": 300}
+    assert report_index.precision_ceiling(counts, 200) == pytest.approx(0.15)
+    assert report_index.precision_ceiling(counts, 100, average="query") == pytest.approx(0.3)
+    assert report_index.precision_ceiling(counts, 200, "min_k_relevant") == 1.0
+    assert "prec@200 &le; 30/200 = 0.150" in report_index.primer_html(headline, counts)
     assert "No findings yet" in findings_html(None) and "make reports" in findings_html(None)
     page = tmp_path / "p.html"
     page.write_text("<html><head><title>x</title></head><body></body></html>")

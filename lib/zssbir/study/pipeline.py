@@ -4,7 +4,12 @@
 an output ``name``, the ``parameters`` of the report run and the tiny ``test_parameters`` the test
 suite runs it with. Each notebook is executed with papermill into ``<reports>/<name>.ipynb``,
 converted to ``<name>.html``, and ``<reports>/index.html`` (plus ``index.json``) links them all
-with their parameters, run time and status.
+with their parameters, run time and status, after the study's findings (``report_index``).
+
+The pages work opened from disk (file://) with no network: equations are typeset by a local MathJax 2 (the static
+files of the ``jupyter-server-mathjax`` package, copied once into ``<reports>/assets/mathjax/`` and named by a relative
+URL through HTMLExporter's ``mathjax_url``), and the export template leaves out require.js and the widget renderer,
+which nbconvert would load from CDNs (a static page has no live widgets).
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import yaml
 
 from .. import paths
 from ..runtime import git_commit
+from .report_index import findings_html
 
 
 @dataclass
@@ -100,7 +106,6 @@ def interpreter_kernel_manager() -> type:
 def run_notebook(notebook: str | Path, output: str | Path, parameters: dict, *, progress: bool = False) -> float:
     """Execute one notebook with papermill (cwd = notebooks/) and write its HTML beside it; return seconds."""
     import papermill
-    from nbconvert import HTMLExporter
 
     notebook, output = Path(notebook), Path(output)
     if not notebook.is_absolute():
@@ -113,14 +118,84 @@ def run_notebook(notebook: str | Path, output: str | Path, parameters: dict, *, 
                                kernel_manager_class=interpreter_kernel_manager(), cwd=str(paths.notebooks_dir()),
                                progress_bar=progress)
     seconds = time.perf_counter() - start
-    body, _ = HTMLExporter().from_filename(str(output))
+    body, _ = report_exporter(mathjax_assets(output.parent)).from_filename(str(output))
     output.with_suffix(".html").write_text(body, encoding="utf-8")
     return seconds
 
 
-# every report page: row labels of tables stay on one line (no one-word-per-line columns); wide tables scroll
+# MathJax 2 offline: the config files loaded in order (the last one, written beside the copy, picks the web font the
+# package ships: STIX-Web; its fast preview would ask for TeX fonts it does not ship)
+MATHJAX_DIR = "assets/mathjax"
+MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full,Safe,local/zssbir"
+MATHJAX_LOCAL = ('MathJax.Hub.Config({"HTML-CSS": {availableFonts: [], preferredFont: null, webFont: "STIX-Web", '
+                 'imageFont: null}, "fast-preview": {disabled: true}, messageStyle: "none"});\n'
+                 'MathJax.Ajax.loadComplete("[MathJax]/config/local/zssbir.js");\n')
+# the same TeX delimiters as nbconvert's pages, for pages written here (index.html)
+MATHJAX_INLINE = ("<script type='text/x-mathjax-config'>MathJax.Hub.Config({tex2jax: {inlineMath: [['$','$'], "
+                  "['\\\\(','\\\\)']], displayMath: [['$$','$$'], ['\\\\[','\\\\]']], processEscapes: true}});</script>")
+
+
+def mathjax_source() -> Path:
+    """The MathJax 2 static files of the ``jupyter-server-mathjax`` package (a dependency in pyproject.toml)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("jupyter_server_mathjax")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("the report pages typeset equations with a local MathJax from the "
+                                  "jupyter-server-mathjax package: `pip install jupyter-server-mathjax` (make setup)")
+    return Path(spec.origin).parent / "static"
+
+
+def mathjax_assets(out_dir: str | Path) -> str:
+    """Copy MathJax into ``<out_dir>/assets/mathjax/`` (once; the package's localisations left out) and return the
+    pages' relative URL of it."""
+    import shutil
+
+    from importlib.metadata import version
+
+    target, source = Path(out_dir) / MATHJAX_DIR, mathjax_source()
+    stamp, copied = target / ".source", f"{source} {version('jupyter-server-mathjax')}"
+    if not (stamp.is_file() and stamp.read_text(encoding="utf-8") == copied):
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("localization"))
+        stamp.write_text(copied, encoding="utf-8")
+    local = target / "config" / "local" / "zssbir.js"
+    if not local.is_file() or local.read_text(encoding="utf-8") != MATHJAX_LOCAL:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_text(MATHJAX_LOCAL, encoding="utf-8")
+    return f"{MATHJAX_DIR}/MathJax.js?config={MATHJAX_CONFIG}"
+
+
+# nbconvert's lab template without what it would fetch from CDNs: require.js and the widget renderer (a static page
+# shows no live widget; tqdm's progress bars are the only widgets the notebooks display)
+REPORT_TEMPLATE = ("{%- extends 'index.html.j2' -%}\n{%- block html_head_js_requirejs -%}{%- endblock "
+                   "html_head_js_requirejs -%}\n{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}\n")
+
+
+def report_exporter(mathjax_url: str):
+    """The HTMLExporter of the report pages: MathJax from ``mathjax_url`` (relative), nothing from a network."""
+    import jinja2
+    from nbconvert import HTMLExporter
+
+    return HTMLExporter(mathjax_url=mathjax_url, extra_loaders=[jinja2.DictLoader({"zssbir_report.html.j2":
+                                                                                  REPORT_TEMPLATE})],
+                        template_file="zssbir_report.html.j2")
+
+
+# every report page: row labels of tables stay on one line (no one-word-per-line columns); the other cells may break
+# a long token (a convention, a source) anywhere, so that a table fits the page instead of scrolling sideways; a
+# table still too wide (a row label that is a sentence) lets its labels wider than 40 % of the table wrap, and marks
+# them (data-zssbir-wrapped); the browser test checks that no table is clipped and no other label wraps
+FIT_TABLES_JS = ("<script id='zssbir-fit-tables'>window.addEventListener('load',function(){"
+                 "document.querySelectorAll('table').forEach(function(t){"
+                 "var box=t.parentElement?t.parentElement.clientWidth:t.clientWidth;"
+                 "if(t.scrollWidth<=t.clientWidth+1&&t.offsetWidth<=box+1)return;"
+                 "t.querySelectorAll('th').forEach(function(th){"
+                 "if(th.getBoundingClientRect().width>0.4*Math.min(box,t.clientWidth||box)){"
+                 "th.style.whiteSpace='normal';th.setAttribute('data-zssbir-wrapped','1');}});});});</script>")
 PAGE_CSS = ("<style id='zssbir-report-css'>.jp-RenderedHTMLCommon table th,.jp-RenderedHTMLCommon table td:first-child"
-            "{white-space:nowrap}.jp-RenderedHTMLCommon table{display:block;overflow-x:auto;max-width:100%}</style>")
+            "{white-space:nowrap}.jp-RenderedHTMLCommon table td{overflow-wrap:anywhere}"
+            ".jp-RenderedHTMLCommon table{display:block;overflow-x:auto;max-width:100%}</style>" + FIT_TABLES_JS)
 
 
 def polish_html(path: str | Path) -> None:
@@ -132,67 +207,35 @@ def polish_html(path: str | Path) -> None:
         path.write_text(text, encoding="utf-8")
 
 
-def _number(value: dict, digits: int = 4) -> str:
-    std = value.get("std")
-    spread = "" if std is None else f" ± {std:.{digits}f}"
-    return f"{value['mean']:.{digits}f}{spread} ({value.get('seeds', '?')} seeds)"
-
-
-def findings_html(headline: dict | None) -> str:
-    """The study's findings from ``tables/headline.json`` (written by 05_map_tables): the headline table, its
-    figure, one sentence per claim of each paper and the chance level. Every number comes from the file."""
-    from .scoring import CHANCE_LABEL
-
-    esc = html.escape
-    if not headline:
-        return ("<h2>What the study found</h2><p class='findings-missing'>No findings yet: "
-                "<code>tables/headline.json</code> is written by <code>05_map_tables</code>; run "
-                "<code>make reports</code>.</p>")
-    metrics = headline.get("metrics") or list(headline.get("conventions", {}))
-    rows = headline.get("rows", [])
-    head = "".join(f"<th>{esc(m)}</th>" for m in metrics)
-    body = "".join(
-        f"<tr><th>{esc(r['row'])}</th>"
-        + "".join(f"<td>{esc(_number(r['metrics'][m])) if m in r['metrics'] else ''}</td>" for m in metrics) + "</tr>"
-        for r in rows)
-    conventions = "".join(f"<li><b>{esc(m)}</b>: {esc(str(c))}</li>" for m, c in headline.get("conventions", {}).items())
-    chance = next((r for r in rows if r["row"] == CHANCE_LABEL), None)
-    chance_text = ("<p class='chance'><b>Chance level</b> (a uniformly random ranking of the same queries and gallery, "
-                   "scored the same way): " + ", ".join(f"{esc(m)} {v['mean']:.4f}" for m, v in chance["metrics"].items())
-                   + ". A row is informative only as far as it clears this.</p>") if chance else ""
-    claims = "".join(f"<li>{esc(c)}</li>" for c in headline.get("claims", []))
-    figures = "".join(f"<figure><img src='{esc(f)}' alt='{esc(Path(f).stem)}' style='max-width:100%'>"
-                      f"<figcaption>{esc(Path(f).stem)}</figcaption></figure>" for f in headline.get("figures", [])[:1])
-    return (f"<h2>What the study found</h2><p>Measured on the <code>{esc(str(headline.get('dataset')))}</code> benchmark "
-            "(unseen classes; mean ± std over seeds), from commit "
-            f"<code>{esc(str(headline.get('commit', ''))[:10])}</code>, {esc(str(headline.get('generated', ''))[:10])}; "
-            "every number is read from the results files by <code>05_map_tables</code>.</p>"
-            + (f"<h3>The papers' claims, paired over seeds</h3><ul class='claims'>{claims}</ul>" if claims else "")
-            + chance_text
-            + f"<table class='headline'><tr><th>row</th>{head}</tr>{body}</table>"
-            + (f"<details><summary>metric conventions</summary><ul>{conventions}</ul></details>" if conventions else "")
-            + figures)
-
-
-def _index_html(rows: list[dict], commit: str | None, headline: dict | None = None) -> str:
+def _index_html(rows: list[dict], commit: str | None, headline: dict | None = None,
+                mathjax_url: str = f"{MATHJAX_DIR}/MathJax.js?config={MATHJAX_CONFIG}") -> str:
+    """``index.html``: the findings (``report_index.findings_html``), then every report with its parameters, status
+    and run time; equations typeset by the local MathJax at ``mathjax_url``."""
     def cell(text: str) -> str:
         return f"<td>{html.escape(str(text))}</td>"
 
     lines = []
     for r in rows:
-        link = f'<a href="{html.escape(r["name"])}.html">{html.escape(r["name"])}</a>'
+        link = (f'<a href="{html.escape(r["name"])}.html">{html.escape(r["name"])}</a>' if r["status"] == "ok"
+                else html.escape(r["name"]))
         params = ", ".join(f"{k}={v!r}" for k, v in r["parameters"].items())
         seconds = "-" if r["seconds"] is None else f"{r['seconds']:.1f} s"
         lines.append(f"<tr><td>{link}</td>{cell(r['description'])}{cell(r['notebook'])}{cell(params)}"
                      f"{cell(r['status'])}{cell(seconds)}</tr>")
+    available = {r["name"] for r in rows if r["status"] == "ok"}
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>ZS-SBIR study reports</title>"
-        "<style>body{font-family:sans-serif;margin:2em;max-width:80em}td,th{padding:4px 10px;border-bottom:1px solid #ddd;"
-        "text-align:left;vertical-align:top}th{white-space:nowrap}table.headline{display:block;overflow-x:auto}table.headline td{white-space:nowrap}"
-        ".claims li,.chance{line-height:1.4}</style></head><body><h1>ZS-SBIR study: ClusterRetri and DMWA</h1>"
+        f"{MATHJAX_INLINE}<script src='{html.escape(mathjax_url)}'></script>"
+        "<style>body{font-family:sans-serif;margin:2em auto;padding:0 2em;max-width:80em;line-height:1.45}"
+        "td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}"
+        "table{border-collapse:collapse;max-width:100%}th{white-space:nowrap}table.headline{font-size:0.93em}"
+        "table.headline td{white-space:nowrap}table.headline tr:not(:first-child) th{font-weight:normal}"
+        "table.headline caption{caption-side:top;text-align:left;color:#555;padding-bottom:4px}"
+        "table.steps td{overflow-wrap:anywhere}.verdict{font-size:1.05em}.claims li,.primer li{margin-bottom:0.4em}"
+        "</style>" + FIT_TABLES_JS + "</head><body class='zssbir-index'><h1>ZS-SBIR study: ClusterRetri and DMWA</h1>"
         f"<p>Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from commit "
         f"{html.escape(str(commit))} by <code>make reports</code>.</p>"
-        + findings_html(headline)
+        + findings_html(headline, available)
         + "<h2>The reports</h2>"
         "<table class='steps'><tr><th>report</th><th>what it shows</th><th>notebook</th><th>parameters</th><th>status</th><th>run time</th></tr>"
         + "".join(lines) + "</table></body></html>\n")
@@ -229,7 +272,8 @@ def run_pipeline(pipeline: str | Path | None = None, *, out_dir: str | Path | No
             break
     commit = git_commit()
     (out / "index.json").write_text(json.dumps({"commit": commit, "steps": rows}, indent=2), encoding="utf-8")
-    (out / "index.html").write_text(_index_html(rows, commit, read_headline(out)), encoding="utf-8")
+    (out / "index.html").write_text(_index_html(rows, commit, read_headline(out), mathjax_assets(out)),
+                                    encoding="utf-8")
     if failure is not None:
         raise RuntimeError(f"report step failed; the executed notebook in {out} shows where") from failure
     return rows
