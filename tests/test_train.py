@@ -174,8 +174,7 @@ def test_evaluate_command_scores_a_run_and_writes_results(isolated_dirs, capsys)
     train(TrainConfig(**{**TINY, "epochs": 1}), run_dir=run, progress=False)
     assert cli.main(["evaluate", str(run), "--cluster", "1", "3", "adc", "--label", "tiny run"]) == 0
     records = {r["name"]: r for r in load_results(isolated_dirs / "runs" / "results")}
-    # M = 1: both tie orders; with a cluster setting also the transductive re-ranker (the clustering's control)
-    assert set(records) == {"tiny__exact", "tiny__cluster", "tiny__cluster_stable", "tiny__transductive"}
+    assert set(records) == {"tiny__exact", "tiny__cluster", "tiny__cluster_stable"}  # M = 1: both tie orders
     assert records["tiny__cluster"]["params"]["retrieval"] == {"kind": "cluster", "M": 1, "K": 3, "variant": "adc",
                                                                "kmeans_seeds": 5}
     assert records["tiny__cluster_stable"]["params"]["retrieval"]["ties"] == "stable"

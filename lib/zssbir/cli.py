@@ -71,7 +71,7 @@ def _cmd_reports(args: argparse.Namespace) -> int:
             full = args.pipeline and Path(args.pipeline).name == "pipeline_full.yml"
             target = "make reports-full" if full else "make reports" if not args.pipeline or \
                 Path(args.pipeline).name == "pipeline.yml" else f"zssbir reports --pipeline {args.pipeline}"
-            print(f"headline table and figure written into {update_readme(reports=args.out, target=target)}")
+            print(f"headline table and figure written into {update_readme(reports=args.out, command=target)}")
     return 0
 
 

@@ -17,7 +17,8 @@ Holm-corrected over every claim of the table (one report, one family). The verdi
 Each claim also states its minimum detectable effect (the true difference a paired t-test at Holm's strictest
 level, ``ALPHA`` / number of claims, would detect with 80 % power given the seeds' spread), and two robustness
 checks mark a verdict as fragile: it changes when one seed is left out (the whole table recomputed without that
-seed), or the two disjoint halves of the seeds (e.g. 0-4 and 5-9) reach different verdicts.
+seed), or the two disjoint halves of the seeds (e.g. 0-4 and 5-9) disagree: opposite verdicts, or 95 %
+intervals that do not overlap (a half merely too small to resolve the claim alone does not count).
 """
 from __future__ import annotations
 
@@ -202,6 +203,17 @@ def _judge(sides: list, keep: Callable[[list], list], alpha: float) -> list[dict
     return results
 
 
+def _halves_disagree(a: dict, b: dict) -> bool:
+    """Two disjoint seed sets disagree when their verdicts are opposite (supported against contradicted) or when
+    their 95 % intervals do not overlap (inconsistent estimates). A half too small to resolve the claim alone, whose
+    interval still overlaps the other's, lacks power; it does not disagree."""
+    if {a["verdict"], b["verdict"]} == {SUPPORTED, CONTRADICTED}:
+        return True
+    if a["n"] < 2 or b["n"] < 2:
+        return False
+    return a["ci_high"] < b["ci_low"] or b["ci_high"] < a["ci_low"]
+
+
 def _seed_text(seeds) -> str:
     seeds = list(seeds)
     contiguous = len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1))
@@ -231,10 +243,11 @@ def claim_table(frame: pd.DataFrame, dataset: str, metric: str = "map@all",
         r = full[i]
         flips = [s for s in r["seeds"] if r["n"] > 2 and left_out[s][i]["verdict"] != r["verdict"]]
         halves = (first[i], second[i])
-        split = r["n"] >= 4 and halves[0]["verdict"] != halves[1]["verdict"]
+        split = r["n"] >= 4 and _halves_disagree(*halves)
         reasons = ([f"leaving out seed {flips[0]} makes it {left_out[flips[0]][i]['verdict']}"] if flips else []) + \
-            ([f"its seed halves disagree ({_seed_text(halves[0]['seeds'])}: {halves[0]['verdict']}; "
-              f"{_seed_text(halves[1]['seeds'])}: {halves[1]['verdict']})"] if split else [])
+            ([f"its seed halves disagree ({_seed_text(halves[0]['seeds'])}: {halves[0]['difference']:+.3f}, "
+              f"{halves[0]['verdict']}; {_seed_text(halves[1]['seeds'])}: {halves[1]['difference']:+.3f}, "
+              f"{halves[1]['verdict']})"] if split else [])
         rows.append({"paper": claim.paper, "claim": claim.name, "control": claim.control, "metric": metric,
                      "with": claim.with_text, "without": claim.without_text,
                      **{k: v for k, v in r.items() if k not in ("seeds", "verdict")},

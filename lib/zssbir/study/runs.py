@@ -138,9 +138,9 @@ TRAIN_LOG = "logs/train_and_score.log"  # under the runs folder: one line per ru
 
 def train_and_score(configs: list[TrainConfig], *, preset: str, cluster: tuple[int, int, str] | None,
                     labels: list[str | None] | None = None, device: str = "auto",
-                    if_code_changed: str = "refuse") -> list[Path]:
+                    if_code_changed: str = "refuse", transductive: bool = False) -> list[Path]:
     """Train (or reuse) the run of every config and score it on the unseen split (``scoring.score_and_record``,
-    results files labelled by ``labels``); returns the paths of the written results files. One line per run goes to
+    results files labelled by ``labels``; ``transductive`` also scores the transductive re-ranker); returns the paths of the written results files. One line per run goes to
     ``<runs>/logs/train_and_score.log`` (``TRAIN_LOG``); one summary line is printed."""
     from datetime import datetime, timezone
 
@@ -152,7 +152,8 @@ def train_and_score(configs: list[TrainConfig], *, preset: str, cluster: tuple[i
     for config, label in zip(configs, labels or [None] * len(configs)):
         run = trained_run(config, device=device, progress=False, if_code_changed=if_code_changed)
         paths_ = score_and_record(run.model, run.config, run.name, preset=preset, cluster=cluster, label=label,
-                                  device=device, extra={"best_epoch": run.best_epoch, "run_dir": str(run.run_dir)})
+                                  device=device, extra={"best_epoch": run.best_epoch, "run_dir": str(run.run_dir)},
+                                  transductive=transductive)
         written += list(paths_.values())
         best.append((run.best_epoch + 1, run.config.epochs))
         with log.open("a", encoding="utf-8") as f:

@@ -75,7 +75,7 @@ def cluster_over_seeds(query, gallery, query_labels, gallery_labels, M: int, K: 
 def score_and_record(model, config: TrainConfig, name: str, *, preset: str = "clusterretri",
                      cluster: tuple[int, int, str] | None = None, label: str | None = None,
                      extra: dict | None = None, device: str = "auto", kmeans_seeds: int = KMEANS_SEEDS,
-                     transductive: bool = True) -> dict[str, Path]:
+                     transductive: bool = False) -> dict[str, Path]:
     """Score a trained run on the unseen split by exact retrieval and, with ``cluster=(M, K, variant)``,
     cluster-then-retrieve over ``kmeans_seeds`` k-means seeds (``cluster_over_seeds``); write one results JSON
     per procedure (``<name>__exact``, ``<name>__cluster``) and return their paths by procedure. At M = 1,
