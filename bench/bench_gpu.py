@@ -80,7 +80,8 @@ from zssbir.eval.exact_search import evaluate_features
 from zssbir.models.factory import transforms_for
 from zssbir.runtime import amp_dtype, resolve_device
 from zssbir.training.features import extract
-from zssbir.training.loop import BATCHES, train
+from zssbir.training.batches import BATCHES
+from zssbir.training.loop import train
 
 CONFIG_DIRS = ("clusterretri", "dmwa")
 # fabricated tree per form: classes (seen, unseen), images per class and domain, side in pixels

@@ -48,7 +48,7 @@ from zssbir.data.tools import ensure_dataset
 from zssbir.models.factory import build_model, transforms_for
 from zssbir.runtime import describe_threads
 from zssbir.training.config import TrainConfig
-from zssbir.training.loop import _collate, mixed_batches
+from zssbir.training.batches import _collate, mixed_batches
 
 CONFIG = "study/clusterretri.yaml"
 

@@ -13,6 +13,7 @@ from torchvision import transforms as T
 from zssbir.models.backbones import BackboneOutput
 from zssbir.models.clusterretri import ClusterRetri
 from zssbir.training import loop
+from zssbir.training import batches as training_batches
 from zssbir.training.config import TrainConfig
 from zssbir.training.identity import run_name
 
@@ -55,7 +56,7 @@ def test_shorter_loader_epoch_ends_with_the_sketch_loader_when_sketches_are_fewe
     counts = {}
     for mode in ("shorter_loader", "photos"):
         config = TrainConfig(**{**TINY, "max_steps_per_epoch": None, "epoch_mode": mode})
-        steps, batches = loop.mixed_batches(data, config, 0, 0, 1)
+        steps, batches = training_batches.mixed_batches(data, config, 0, 0, 1)
         batches = list(batches)
         assert steps == len(batches), mode  # the announced steps are the steps taken
         assert all(b["domain"].tolist() == [0] * 4 + [1] * 8 for b in batches), mode

@@ -304,7 +304,7 @@ def test_validation_gallery_subsample_is_per_class_seeded_and_ordered(isolated_d
 def test_each_rank_draws_its_own_worker_seeds_from_one_shared_permutation(isolated_dirs, monkeypatch):
     """DDP: the ranks split one permutation of the photos (the sampler's seed is shared) while their loaders'
     seeds (augmentation in workers) differ; rank 0 keeps the single-process seed."""
-    import zssbir.training.loop as loop
+    import zssbir.training.batches as training_batches
     from zssbir.data.datasets import load_split
     from zssbir.data.tools import ensure_dataset
 
@@ -312,11 +312,11 @@ def test_each_rank_draws_its_own_worker_seeds_from_one_shared_permutation(isolat
     data = {d: load_split("synthetic_tiny", "train", d) for d in ("sketch", "photo")}
     config = TrainConfig(dataset="synthetic_tiny", batch_size=12)
     seen = []
-    original = loop.make_loader
-    monkeypatch.setattr(loop, "make_loader", lambda ds, b, seed, sampler, **kw: seen.append(
+    original = training_batches.make_loader
+    monkeypatch.setattr(training_batches, "make_loader", lambda ds, b, seed, sampler, **kw: seen.append(
         (seed, sampler.seed, list(sampler))) or original(ds, b, seed=seed, sampler=sampler, **kw))
     for rank, world in ((0, 1), (0, 2), (1, 2)):
-        loop.mixed_batches(data, config, epoch=0, rank=rank, world=world)
+        training_batches.mixed_batches(data, config, epoch=0, rank=rank, world=world)
     (single, _, _), (r0, s0, part0), (r1, s1, part1) = seen
     assert r0 == single and r1 != r0 and s0 == s1
     assert not set(part0) & set(part1) and len(part0) == len(part1)

@@ -16,6 +16,8 @@ from zssbir.data.tools import ensure_dataset
 from zssbir.data.transforms import build_transform
 from zssbir.models.clusterretri import ClusterRetri
 from zssbir.training import loop
+from zssbir.training import batches as training_batches
+from zssbir.training.device_step import cudnn_benchmark
 from zssbir.training.config import TrainConfig
 from zssbir.training.identity import run_name
 from zssbir.training.loop import train
@@ -45,14 +47,18 @@ def spy_terms(monkeypatch) -> list[dict]:
     return steps
 
 
+LOOP_MODULES = (loop.__name__, training_batches.__name__, "zssbir.training.device_step")
+
+
 def count_loop_reads(monkeypatch) -> list[str]:
-    """Every read of a tensor's value on the host made by the loop's own code (zssbir.training.loop)."""
+    """Every read of a tensor's value on the host made by the loop's own code (zssbir.training.loop and the modules
+    split out of it: batches, device_step)."""
     reads = []
     for name in ("item", "tolist", "__float__", "__bool__", "__int__", "__index__"):
         original = getattr(torch.Tensor, name)
 
         def reading(self, *args, _original=original, _name=name, **kwargs):
-            if sys._getframe(1).f_globals.get("__name__") == loop.__name__:
+            if sys._getframe(1).f_globals.get("__name__") in LOOP_MODULES:
                 reads.append(_name)
             return _original(self, *args, **kwargs)
 
@@ -130,7 +136,7 @@ def test_persistent_loaders_give_the_batches_and_draws_of_fresh_ones(sketches):
     """Three passes of one persistent loader (two workers; the first pass left after one batch, as an epoch cut
     by max_steps_per_epoch leaves its photos) against a fresh make_loader per pass: the same items, and the same
     augmented pixels (every worker reseeded as a fresh one would be)."""
-    pool = loop.PersistentLoaders(2)
+    pool = training_batches.PersistentLoaders(2)
     try:
         for n, seed in enumerate((11, 12, 11)):  # a seed met again is a new pass all the same
             fresh = make_loader(sketches, 9, seed=seed, sampler=SeededShuffleSampler(len(sketches), seed),
@@ -174,7 +180,7 @@ def test_persistent_workers_train_as_fresh_ones_and_resume_the_same(isolated_dir
     assert starts.count("_Reseeding") == 2
     validation = starts.count("ListDataset")  # validation's loaders (training.features), fresh as before
     starts.clear()
-    monkeypatch.setattr(loop, "PERSISTENT_WORKERS", False)
+    monkeypatch.setattr(training_batches, "PERSISTENT_WORKERS", False)
     fresh = train(config, run_dir=isolated_dirs / "fresh", progress=False)
     assert "_Reseeding" not in starts
     assert starts.count("ListDataset") - validation == 2 * 3  # per epoch: the photos, and the sketches twice
@@ -182,7 +188,7 @@ def test_persistent_workers_train_as_fresh_ones_and_resume_the_same(isolated_dir
     assert [{k: v for k, v in h.items() if k != "seconds"} for h in kept.history] == \
         [{k: v for k, v in h.items() if k != "seconds"} for h in fresh.history]
 
-    monkeypatch.setattr(loop, "PERSISTENT_WORKERS", True)
+    monkeypatch.setattr(training_batches, "PERSISTENT_WORKERS", True)
     restore = interrupt_forward(monkeypatch, ClusterRetri, 14)  # step 4 of epoch 2
     with pytest.raises(KeyboardInterrupt):
         train(config, run_dir=isolated_dirs / "cut", progress=False)
@@ -284,15 +290,15 @@ def test_compile_trains_a_tiny_run_on_the_cpu(isolated_dirs, monkeypatch):
 
 def test_cudnn_benchmark_is_set_on_cuda_only_and_restored(monkeypatch):
     before = torch.backends.cudnn.benchmark
-    with loop._cudnn_benchmark(torch.device("cpu")):
+    with cudnn_benchmark(torch.device("cpu")):
         assert torch.backends.cudnn.benchmark == before
     torch.backends.cudnn.benchmark = False
     try:
-        with loop._cudnn_benchmark(torch.device("cuda")):  # sets a flag only: no GPU needed
+        with cudnn_benchmark(torch.device("cuda")):  # sets a flag only: no GPU needed
             assert torch.backends.cudnn.benchmark is True
         assert torch.backends.cudnn.benchmark is False
         monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
-        with loop._cudnn_benchmark(torch.device("cuda")):  # determinism asked of torch: left alone
+        with cudnn_benchmark(torch.device("cuda")):  # determinism asked of torch: left alone
             assert torch.backends.cudnn.benchmark is False
     finally:
         torch.backends.cudnn.benchmark = before

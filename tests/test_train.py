@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from zssbir.training import loop
+from zssbir.training import batches as training_batches
 from zssbir.training.config import TrainConfig
 from zssbir.models.clusterretri import ClusterRetri
 from zssbir.training.loop import load_trained, train
@@ -288,7 +289,7 @@ class Items(torch.utils.data.Dataset):
 
 def composed(config, epoch=0, rank=0, world=1, n_photo=24, n_sketch=5):
     data = {"photo": Items(n_photo, 1), "sketch": Items(n_sketch, 0)}
-    steps, batches = loop.mixed_batches(data, config, epoch, rank, world)
+    steps, batches = training_batches.mixed_batches(data, config, epoch, rank, world)
     return steps, list(batches)
 
 

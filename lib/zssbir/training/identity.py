@@ -24,8 +24,8 @@ from ..config import PRETRAINED_MINIATURE, RUNTIME_FIELDS, TrainConfig
 
 # files (relative to the zssbir package) whose content decides what a training run produces
 # (the losses are models/losses.py, the settings config.py: issue 26 moved them out of training/)
-TRAINING_CODE = ("models", "config.py", "training/loop.py", "data/datasets.py", "data/samplers.py",
-                 "data/quadruplets.py", "data/transforms.py")
+TRAINING_CODE = ("models", "config.py", "training/loop.py", "training/batches.py", "training/device_step.py",
+                 "data/datasets.py", "data/samplers.py", "data/quadruplets.py", "data/transforms.py")
 CODE_CHANGE_POLICIES = ("refuse", "retrain", "reuse")
 
 

@@ -17,37 +17,32 @@
   same float64 sums as a read per step would give); on CUDA the batches are pinned and copied without blocking,
   cuDNN picks its fastest kernels (unless determinism was asked of torch); ``channels_last`` and ``compile``
   (runtime settings, opt-in); ClusterRetri's loader workers live across epochs and draw as fresh ones would
-  (``PersistentLoaders``).
+  (``training.batches.PersistentLoaders``).
 Learning rate of epoch e: lr * lr_final_factor ** (e / epochs) (ClusterRetri's schedule); Adam.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import inspect
 import json
 import math
 import os
 import random
-import shutil
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, get_worker_info
-from torch.utils.data._utils.worker import _generate_state
 from tqdm.auto import tqdm
 
 from ..config import RUNTIME_FIELDS, TrainConfig
 from . import pretrained_store  # noqa: F401  registers the config name "pretrain" (models.named_weights)
+from . import batches as training_batches
+from .device_step import LOG_EVERY_ACCELERATOR, compile_unavailable, cudnn_benchmark, host_values, to_device
 from .identity import CODE_CHANGE_POLICIES, code_changes, default_run_dir, training_code
 from ..data.datasets import UnreadableImageError, load_split, subsample_per_class
-from ..data.quadruplets import quadruplet_batches
-from ..data.samplers import RANK_SEED_STEP, SeededShuffleSampler, _seed_worker, make_loader
+from ..data.samplers import RANK_SEED_STEP
 from ..data.tools import ensure_dataset
 from ..models.factory import build_model, transforms_for
 from ..runtime import amp_dtype, init_distributed, resolve_device, seed_everything, torch_threads
@@ -79,241 +74,6 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
-
-
-def _cat(parts: list[torch.Tensor], pin: bool) -> torch.Tensor:
-    """torch.cat, into page-locked (pinned) memory when ``pin`` (a CUDA run: the copy to the device can then
-    run without blocking the host). The loaders' own pinning would be lost here, in the concatenation."""
-    if not pin:
-        return torch.cat(parts)
-    out = torch.empty((sum(p.shape[0] for p in parts), *parts[0].shape[1:]), dtype=parts[0].dtype, pin_memory=True)
-    return torch.cat(parts, out=out)
-
-
-def _collate(*batches: dict, pin: bool = False) -> dict:
-    out = {"image": _cat([b["image"] for b in batches], pin), "label": _cat([b["label"] for b in batches], pin),
-           "domain": _cat([torch.as_tensor(b["domain"]) for b in batches], pin),
-           "pair_id": sum((list(b["pair_id"]) for b in batches), [])}
-    if any("unreadable" in b for b in batches):  # unreadable_images="skip": unreadable images met (see datasets)
-        out["unreadable"] = sum((list(b.get("unreadable", [])) for b in batches), [])
-    return out
-
-
-# Persistent loader workers (issue 24). A DataLoader with persistent_workers=True keeps its worker processes and their
-# random states from one pass to the next: torch seeds a worker once, when it starts, from the base seed the loader's
-# generator gives its first iterator. The training loaders are built anew for every pass (every epoch, every cycle of
-# ClusterRetri's sketches) with a seed of their own, so that epoch e draws the same augmentation whether the run is
-# resumed there or not; persistent workers as torch has them would go on with the states of the passes before
-# (and a resumed run would then draw otherwise). PersistentLoaders keeps one DataLoader per Dataset and tags each
-# index with its pass (a counter and the base seed a fresh loader of that pass would draw); a worker that meets a new
-# tag first sets its random state exactly as a fresh worker of that pass would be set (torch's _worker_loop, then the
-# loader's worker_init_fn, data.samplers._seed_worker), so the batches and every draw stay those of fresh loaders
-# (tests/test_loop_device.py compares them). Not used with unreadable_images="skip" (the workers' copies of a
-# Dataset would not learn what the main process marks unreadable) nor for DMWA, whose loader data/quadruplets.py
-# builds (a ``workers`` argument there, used as mixed_batches uses it, would give it the same).
-PERSISTENT_WORKERS = True  # the switch (tests compare with fresh loaders)
-
-
-class _Reseeding(Dataset):
-    """Item ``(tag, i)`` is ``dataset[i]``; the first item of a new tag first reseeds the worker (see above)."""
-
-    def __init__(self, dataset: Dataset, worker_init_fn):
-        self.dataset, self.worker_init_fn, self.tag = dataset, worker_init_fn, None
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[tuple[int, int], int]):
-        tag, index = key
-        if tag != self.tag:
-            self.tag = tag
-            base_seed, worker = tag[1], get_worker_info().id
-            seed = base_seed + worker  # as torch.utils.data._utils.worker._worker_loop seeds a starting worker
-            random.seed(seed)
-            torch.manual_seed(seed)
-            np.random.seed(_generate_state(base_seed, worker))
-            if self.worker_init_fn is not None:
-                self.worker_init_fn(worker)
-        return self.dataset[index]
-
-
-class _Plan(Sampler):
-    """The batch sampler of a persistent loader: the batches of the current pass, each index with its pass's tag."""
-
-    def __init__(self):
-        self.batches, self.tag = [], None
-
-    def __iter__(self):
-        batches, tag = self.batches, self.tag
-        for batch in batches:
-            yield [(tag, i) for i in batch]
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
-class _Pass:
-    """One pass of a persistent loader (what a fresh loader would be): its length, and its batches when iterated."""
-
-    def __init__(self, entry: dict, batches: BatchSampler, seed: int):
-        self.entry, self.batches, self.seed = entry, batches, seed
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self):
-        entry = self.entry
-        entry["passes"] += 1
-        generator = torch.Generator().manual_seed(self.seed)  # the generator make_loader gives a fresh loader,
-        base_seed = torch.empty((), dtype=torch.int64).random_(generator=generator).item()  # and its first draw
-        entry["plan"].batches, entry["plan"].tag = self.batches, (entry["passes"], base_seed)
-        return iter(entry["loader"])
-
-
-class PersistentLoaders:
-    """One DataLoader per training Dataset, its ``num_workers`` workers kept from pass to pass, drawing what the
-    fresh loaders of ``make_loader`` (one per pass) would draw. One pass of a Dataset at a time."""
-
-    def __init__(self, num_workers: int):
-        if num_workers < 1:
-            raise ValueError("persistent loaders need num_workers > 0")
-        self.num_workers, self.entries = num_workers, {}
-
-    def loader(self, dataset: Dataset, batch_size: int, *, seed: int, sampler: Sampler, drop_last: bool) -> _Pass:
-        """The pass ``make_loader(dataset, batch_size, seed=seed, sampler=sampler, drop_last=drop_last,
-        num_workers=self.num_workers)`` would make."""
-        entry = self.entries.get(id(dataset))
-        if entry is None:
-            plan = _Plan()
-            # a generator of its own: without one, torch would draw the (unused) base seed from the global stream
-            loader = DataLoader(_Reseeding(dataset, _seed_worker), batch_sampler=plan, num_workers=self.num_workers,
-                                worker_init_fn=_seed_worker, generator=torch.Generator(), persistent_workers=True)
-            entry = self.entries[id(dataset)] = {"loader": loader, "plan": plan, "passes": 0, "dataset": dataset}
-        return _Pass(entry, BatchSampler(sampler, batch_size, drop_last), seed)
-
-    def close(self) -> None:
-        """End the workers now (they would end with the loaders, when these are collected)."""
-        for entry in self.entries.values():
-            iterator = getattr(entry["loader"], "_iterator", None)
-            if iterator is not None:
-                iterator._shutdown_workers()
-        self.entries.clear()
-
-
-def mixed_batches(data: dict, config: TrainConfig, epoch: int, rank: int, world: int, *, pin_memory: bool = False,
-                  workers: PersistentLoaders | None = None):
-    """ClusterRetri batches: ``sketch_fraction`` sketches and the rest photos, from separate loaders.
-
-    Yields (steps, iterator). ``config.epoch_mode`` "photos": an epoch is one pass over the photos, sketches
-    cycle if fewer; "shorter_loader": the two loaders are zipped as in the authors' code, so the epoch ends
-    with the shorter one. ``pin_memory``: batches in pinned memory (CUDA); ``workers``: loaders whose worker
-    processes outlive the epoch (the same batches and draws as the fresh loaders of every epoch).
-    """
-    per_rank = max(2, config.batch_size // world)
-    n_sketch = max(1, round(per_rank * config.sketch_fraction))
-    n_photo = per_rank - n_sketch
-
-    def loader(domain: str, batch: int, salt: int):
-        ds = data[domain]
-        seed = config.seed * 1_000_003 + epoch * 101 + salt
-        sampler = SeededShuffleSampler(len(ds), seed, num_replicas=world, rank=rank)  # one permutation, split
-        if workers is not None:
-            return workers.loader(ds, batch, seed=seed + RANK_SEED_STEP * rank, sampler=sampler, drop_last=True)
-        return make_loader(ds, batch, seed=seed + RANK_SEED_STEP * rank, sampler=sampler, drop_last=True,
-                           num_workers=config.num_workers)  # worker seeds (augmentation) differ per rank
-
-    photos = loader("photo", n_photo, 0)
-    steps = len(photos)
-    if config.epoch_mode == "shorter_loader":
-        steps = min(steps, len(loader("sketch", n_sketch, 1)))
-    if config.max_steps_per_epoch:
-        steps = min(steps, config.max_steps_per_epoch)
-    if steps == 0:
-        raise ValueError(f"batch of {n_photo} photos per process exceeds the {len(data['photo'])} training photos")
-
-    def iterate():
-        sketch_iter, cycle = iter(loader("sketch", n_sketch, 1)), 1
-        for step, photo_batch in enumerate(photos):
-            if step == steps:
-                return
-            try:
-                sketch_batch = next(sketch_iter)
-            except StopIteration:
-                cycle += 1
-                sketch_iter = iter(loader("sketch", n_sketch, cycle))
-                sketch_batch = next(sketch_iter)
-            yield _collate(sketch_batch, photo_batch, pin=pin_memory)
-
-    return steps, iterate()
-
-
-# how each method draws its training batches: (data, config, epoch, rank, world) -> (steps, iterator); a function
-# that also takes the keywords pin_memory and workers (as mixed_batches does) is given them
-BATCHES = {"clusterretri": mixed_batches, "dmwa": quadruplet_batches}
-
-
-def _epoch_batches(data: dict, config: TrainConfig, epoch: int, rank: int, world: int, **extras):
-    make = BATCHES[config.method]
-    accepted = inspect.signature(make).parameters
-    return make(data, config, epoch, rank, world, **{k: v for k, v in extras.items() if k in accepted})
-
-
-LOG_EVERY_ACCELERATOR = 25  # log_every=None off the CPU: steps between reads of the losses on the host
-
-
-def _host_values(tensors: list[torch.Tensor]) -> list[float]:
-    """The values of 0-d tensors on the host: one read (on a GPU, one wait for the queued work)."""
-    return torch.stack(tensors).tolist()
-
-
-def _to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
-    """The batch's tensors on ``device``; on CUDA from pinned memory, without blocking the host."""
-    cuda = device.type == "cuda"
-    out = {}
-    for k, v in batch.items():
-        if torch.is_tensor(v):
-            if cuda and not v.is_pinned():  # DMWA's batches (data/quadruplets.py concatenates them unpinned)
-                v = v.pin_memory()
-            v = v.to(device, non_blocking=cuda)
-            if channels_last and v.ndim == 4:
-                v = v.contiguous(memory_format=torch.channels_last)
-        out[k] = v
-    return out
-
-
-@contextmanager
-def _cudnn_benchmark(device: torch.device):
-    """cuDNN picks the fastest kernels for the shapes met (CUDA only), unless torch was asked for deterministic
-    algorithms (``torch.use_deterministic_algorithms``, ``cudnn.deterministic``); restored afterwards."""
-    if device.type != "cuda" or torch.are_deterministic_algorithms_enabled() or torch.backends.cudnn.deterministic:
-        yield
-        return
-    previous = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = previous
-
-
-def compile_unavailable(model: torch.nn.Module, device: torch.device, world: int) -> str | None:
-    """Why ``compile=True`` cannot apply here (None: it can)."""
-    if not callable(getattr(torch, "compile", None)) or not hasattr(torch.nn.Module, "compile"):
-        return f"torch {torch.__version__} has no torch.compile"
-    if world > 1:
-        return "this loop does not combine it with DDP (torchrun)"
-    if getattr(model, "backbone", None) is None:
-        return f"{type(model).__name__} has no backbone to compile"
-    try:
-        if not importlib.import_module("torch._dynamo").is_dynamo_supported():
-            return f"torch.compile does not support Python {sys.version.split()[0]} on this platform"
-    except Exception as err:  # noqa: BLE001  any failure to load it means it cannot run
-        return f"torch.compile cannot load ({type(err).__name__}: {err})"
-    if device.type == "cuda" and importlib.util.find_spec("triton") is None:
-        return "its CUDA kernels need triton, which is not installed"
-    if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX") or "g++", "c++", "clang++")):
-        return "its CPU kernels need a C++ compiler (g++ or clang++), none is on PATH"
-    return None
 
 
 def _check_resumable(saved: dict, config: TrainConfig, run_dir: Path) -> None:
@@ -395,7 +155,7 @@ def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: boo
     ``if_code_changed`` decides: "refuse" (an error naming the changed files), "retrain" or "reuse".
     ``config.torch_threads`` (if set) holds torch's thread count for the call; the previous count is restored,
     as is cuDNN's benchmark flag (set on CUDA)."""
-    with torch_threads(config.torch_threads), _cudnn_benchmark(resolve_device(config.device)):
+    with torch_threads(config.torch_threads), cudnn_benchmark(resolve_device(config.device)):
         return _train(config, run_dir=run_dir, resume=resume, progress=progress, if_code_changed=if_code_changed)
 
 
@@ -467,7 +227,7 @@ def _train(config: TrainConfig, *, run_dir: str | Path | None, resume: bool, pro
             compiled = True
     every = config.log_every or (1 if device.type == "cpu" else LOG_EVERY_ACCELERATOR)
     pin = device.type == "cuda"
-    workers = (PersistentLoaders(config.num_workers) if PERSISTENT_WORKERS and config.num_workers
+    workers = (training_batches.PersistentLoaders(config.num_workers) if training_batches.PERSISTENT_WORKERS and config.num_workers
                and config.unreadable_images == "error" else None)
 
     def save_checkpoint(epoch: int, rng: dict, validated: bool) -> None:
@@ -530,7 +290,8 @@ def _train(config: TrainConfig, *, run_dir: str | Path | None, resume: bool, pro
             for group in optimizer.param_groups:
                 group["lr"] = lr
             model.train()
-            steps, batches = _epoch_batches(data, config, epoch, rank, world, pin_memory=pin, workers=workers)
+            steps, batches = training_batches.epoch_batches(data, config, epoch, rank, world, pin_memory=pin,
+                                                            workers=workers)
             # the loss terms are summed on the device, in float64 and in step order: the sums a float() per term and
             # step gave (float32 values, exactly widened, added in float64), read on the host only every `every` steps
             sums: dict[str, torch.Tensor] = {}
@@ -554,7 +315,7 @@ def _train(config: TrainConfig, *, run_dir: str | Path | None, resume: bool, pro
             try:
                 for step, batch in enumerate(bar, 1):
                     found.update((p, "train") for met in batch.pop("unreadable", ()) for p in met.split("\n") if p)
-                    batch = _to_device(batch, device, config.channels_last)
+                    batch = to_device(batch, device, config.channels_last)
                     with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
                         terms = net(batch)
                     optimizer.zero_grad(set_to_none=True)
@@ -566,10 +327,10 @@ def _train(config: TrainConfig, *, run_dir: str | Path | None, resume: bool, pro
                             sums[k] = torch.zeros((), dtype=torch.float64, device=v.device)
                         sums[k].add_(v.detach().reshape(()))
                     if step % every == 0 and step < steps:
-                        check(step, *_host_values([sums["total"]]))
+                        check(step, *host_values([sums["total"]]))
             except UnreadableImageError as err:
                 raise _stopped(err, f"in epoch {epoch + 1}'s training steps", ckpt_path, epoch) from err
-            totals = dict(zip(sums, _host_values(list(sums.values())))) if sums else {}  # the epoch's one full read
+            totals = dict(zip(sums, host_values(list(sums.values())))) if sums else {}  # the epoch's one full read
             if "total" in totals:
                 check(steps, totals["total"])
             if world > 1 and config.unreadable_images == "skip":  # every rank's left-out images
