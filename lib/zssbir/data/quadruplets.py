@@ -94,19 +94,32 @@ def _draw_other(rng: np.random.Generator, labels: np.ndarray, y: int, n: int) ->
     return int(others[rng.integers(len(others))])
 
 
-class QuadrupletDataset(Dataset):
-    """Item k = the four images of quadruplet k, each as the underlying dataset returns it."""
+class QuadrupletImages(Dataset):
+    """Item ``(s, p, pn, sn)`` (a quadruplet's indices) = its four images, each as the underlying dataset returns it.
+    Keyed by the quadruplet itself, so a loader whose workers outlive the epoch is handed each epoch's quadruplets
+    by its sampler (``quadruplet_batches``)."""
+
+    def __init__(self, sketches: Dataset, photos: Dataset):
+        self.sketches, self.photos = sketches, photos
+
+    def __getitem__(self, quadruplet: Sequence[int]) -> dict:
+        s, p, pn, sn = (int(i) for i in quadruplet)
+        return {"sketch": self.sketches[s], "photo": self.photos[p], "neg_photo": self.photos[pn],
+                "neg_sketch": self.sketches[sn]}
+
+
+class QuadrupletDataset(QuadrupletImages):
+    """Item k = the four images of quadruplet k (row k of ``quadruplets``)."""
 
     def __init__(self, sketches: Dataset, photos: Dataset, quadruplets: np.ndarray):
-        self.sketches, self.photos, self.quadruplets = sketches, photos, quadruplets
+        super().__init__(sketches, photos)
+        self.quadruplets = quadruplets
 
     def __len__(self) -> int:
         return len(self.quadruplets)
 
     def __getitem__(self, k: int) -> dict:
-        s, p, pn, sn = (int(i) for i in self.quadruplets[k])
-        return {"sketch": self.sketches[s], "photo": self.photos[p], "neg_photo": self.photos[pn],
-                "neg_sketch": self.sketches[sn]}
+        return super().__getitem__(self.quadruplets[k])
 
 
 def stack_quadruplets(batch: dict) -> dict:
@@ -121,9 +134,13 @@ def stack_quadruplets(batch: dict) -> dict:
     return out
 
 
-def quadruplet_batches(data: dict, config, epoch: int, rank: int, world: int):
+def quadruplet_batches(data: dict, config, epoch: int, rank: int, world: int, *,
+                       workers=None):
     """Training batches of P = (batch_size / world) // 4 quadruplets; yields (steps, iterator) like
-    ``train.mixed_batches``. ``data`` = {"sketch": Dataset, "photo": Dataset} of the train split."""
+    ``training.batches.mixed_batches``. ``data`` = {"sketch": Dataset, "photo": Dataset} of the train split.
+    ``workers`` (``training.batches.PersistentLoaders``): one loader kept with its worker processes from epoch to
+    epoch, its sampler handing them the epoch's quadruplets (the same batches and draws as a fresh loader per epoch);
+    None: a fresh loader per epoch."""
     per_rank = max(4, config.batch_size // world)
     p = per_rank // 4
     sketches, photos = data["sketch"], data["photo"]
@@ -138,6 +155,12 @@ def quadruplet_batches(data: dict, config, epoch: int, rank: int, world: int):
         raise ValueError(f"{p} quadruplets per step per process exceed the {len(quads)} training photos")
     seed = config.seed * 1_000_003 + epoch * 101 + 3
     # worker seeds (augmentation) differ per rank; rank 0 keeps the single-process seed
-    loader = make_loader(QuadrupletDataset(sketches, photos, quads[:steps * p]), p, seed=seed + RANK_SEED_STEP * rank,
-                         shuffle=False, drop_last=True, num_workers=config.num_workers)
+    if workers is not None:
+        images = workers.derived(("quadruplets", id(sketches), id(photos)), lambda: QuadrupletImages(sketches, photos))
+        rows = [tuple(int(i) for i in row) for row in quads[:steps * p]]  # in order, as the fresh loader's
+        loader = workers.loader(images, p, seed=seed + RANK_SEED_STEP * rank, sampler=rows, drop_last=True)
+    else:
+        loader = make_loader(QuadrupletDataset(sketches, photos, quads[:steps * p]), p,
+                             seed=seed + RANK_SEED_STEP * rank, shuffle=False, drop_last=True,
+                             num_workers=config.num_workers)
     return steps, (stack_quadruplets(b) for b in loader)

@@ -1,11 +1,12 @@
 """The training batches of each method, for the loop (``training.loop``): ClusterRetri's mixed sketch and photo
 batches (``mixed_batches``), DMWA's quadruplets (``data.quadruplets``), by method in ``BATCHES``; on CUDA they are
-concatenated into pinned memory; ``PersistentLoaders`` keeps ClusterRetri's loader workers alive across epochs while
+concatenated into pinned memory; ``PersistentLoaders`` keeps both methods' loader workers alive across epochs while
 every draw stays that of fresh loaders (issue 24)."""
 from __future__ import annotations
 
 import inspect
 import random
+from typing import Callable, Hashable, Iterable
 
 import numpy as np
 import torch
@@ -44,9 +45,10 @@ def _collate(*batches: dict, pin: bool = False) -> dict:
 # index with its pass (a counter and the base seed a fresh loader of that pass would draw); a worker that meets a new
 # tag first sets its random state exactly as a fresh worker of that pass would be set (torch's _worker_loop, then the
 # loader's worker_init_fn, data.samplers._seed_worker), so the batches and every draw stay those of fresh loaders
-# (tests/test_loop_device.py compares them). Not used with unreadable_images="skip" (the workers' copies of a
-# Dataset would not learn what the main process marks unreadable) nor for DMWA, whose loader data/quadruplets.py
-# builds (a ``workers`` argument there, used as mixed_batches uses it, would give it the same).
+# (tests/test_loop_device.py, tests/test_dmwa_persistent_loader.py compare them). DMWA's Dataset of an epoch is
+# its quadruplets: one QuadrupletImages (``derived``) is kept instead, and the sampler hands it each epoch's
+# quadruplets. Not used with unreadable_images="skip" (the workers' copies of a Dataset would not learn what the
+# main process marks unreadable).
 PERSISTENT_WORKERS = True  # the switch (tests compare with fresh loaders)
 
 
@@ -113,9 +115,17 @@ class PersistentLoaders:
     def __init__(self, num_workers: int):
         if num_workers < 1:
             raise ValueError("persistent loaders need num_workers > 0")
-        self.num_workers, self.entries = num_workers, {}
+        self.num_workers, self.entries, self.datasets = num_workers, {}, {}
 
-    def loader(self, dataset: Dataset, batch_size: int, *, seed: int, sampler: Sampler, drop_last: bool) -> _Pass:
+    def derived(self, key: Hashable, make: Callable[[], Dataset]) -> Dataset:
+        """The Dataset ``make()`` gave when ``key`` was first asked for: one object from pass to pass, so its loader
+        (kept per Dataset object) is too."""
+        if key not in self.datasets:
+            self.datasets[key] = make()
+        return self.datasets[key]
+
+    def loader(self, dataset: Dataset, batch_size: int, *, seed: int, sampler: Sampler | Iterable,
+               drop_last: bool) -> _Pass:
         """The pass ``make_loader(dataset, batch_size, seed=seed, sampler=sampler, drop_last=drop_last,
         num_workers=self.num_workers)`` would make."""
         entry = self.entries.get(id(dataset))
@@ -134,6 +144,7 @@ class PersistentLoaders:
             if iterator is not None:
                 iterator._shutdown_workers()
         self.entries.clear()
+        self.datasets.clear()
 
 
 def mixed_batches(data: dict, config: TrainConfig, epoch: int, rank: int, world: int, *, pin_memory: bool = False,

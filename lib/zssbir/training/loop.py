@@ -16,7 +16,7 @@
   once every ``log_every`` steps (progress bar, non-finite check) and once at the epoch's end (the history, the
   same float64 sums as a read per step would give); on CUDA the batches are pinned and copied without blocking,
   cuDNN picks its fastest kernels (unless determinism was asked of torch); ``channels_last`` and ``compile``
-  (runtime settings, opt-in); ClusterRetri's loader workers live across epochs and draw as fresh ones would
+  (runtime settings, opt-in); the loader workers (both methods) live across epochs and draw as fresh ones would
   (``training.batches.PersistentLoaders``).
 Learning rate of epoch e: lr * lr_final_factor ** (e / epochs) (ClusterRetri's schedule); Adam.
 """
