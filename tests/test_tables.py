@@ -50,13 +50,25 @@ def test_study_table_rows_values_and_conventions(study):
     assert list(table.index) == ["exact retrieval baseline (no L_DA)", "ClusterRetri L_DA 0.1, exact",
                                  "ClusterRetri L_DA 0.1, cluster M=2 K=16 rerank",
                                  "DMWA (both weights, quadruplet)", tables.CONVENTION_ROW]
-    assert table.at["ClusterRetri L_DA 0.1, exact", "map@all"] == "0.4200 ± 0.0200 (3 seeds)"
-    assert table.at["DMWA (both weights, quadruplet)", "prec@100"] == "0.3500 (1 seed)"
+    assert table.at["ClusterRetri L_DA 0.1, exact", "map@all"] == "0.4200 ± 0.0200"
+    assert table.at["ClusterRetri L_DA 0.1, exact", "seeds"] == "3"
+    assert table.at["DMWA (both weights, quadruplet)", "prec@100"] == "0.3500"
+    assert table.at["DMWA (both weights, quadruplet)", "seeds"] == "1"
     assert table.at["ClusterRetri L_DA 0.1, cluster M=2 K=16 rerank", "ties"] == "secondary"
     conv = table.loc[tables.CONVENTION_ROW]
     assert conv["map@all"] == "ap=voc, map_k_denominator=min_k_relevant, average=class"
     assert conv["prec@100"] == "prec_k_denominator=min_k_gallery, average=class"
     assert "0.6000" in tables.to_markdown(table)
+
+
+def test_a_row_says_its_seeds_once_or_per_cell_when_its_metrics_differ(study):
+    frame = tables.study_frame(study)
+    row = "ClusterRetri L_DA 0.1, exact"
+    frame = frame[~((frame["row"] == row) & (frame["metric"] == "prec@100") & (frame["seed"] == 2))]
+    table = tables.study_table(frame, "synthetic", METRICS)
+    assert table.at[row, "seeds"] == "per cell"
+    assert table.at[row, "map@all"] == "0.4200 ± 0.0200 (3 seeds)" and table.at[row, "prec@100"].endswith("(2 seeds)")
+    assert table.at["exact retrieval baseline (no L_DA)", "seeds"] == "3"
 
 
 def test_mixed_conventions_are_named(study):
@@ -104,7 +116,8 @@ def test_study_vs_published_blocks(study):
     assert published.at["SAKE", "map@all"] == "0.547" and "Table 1" in published.at["SAKE", "source"]
     assert published.at["ClusterRetri (SAKE features + L_DA), cluster M=2 K=32 (best)", "prec@100"] == "0.7421"
     mine = out[out["block"] == MINE.format("sketchy_ext_split1")].set_index("row")
-    assert mine.at["ClusterRetri L_DA 0.1, exact", "map@all"] == "0.5500 (1 seed)"
+    assert mine.at["ClusterRetri L_DA 0.1, exact", "map@all"] == "0.5500"
+    assert mine.at["ClusterRetri L_DA 0.1, exact", "source"] == "this study: results files (1 seed)"
     assert "ties=stable" in mine.at["ClusterRetri L_DA 0.1, exact", "convention"]
 
 
@@ -112,8 +125,8 @@ def test_both_protocols_of_a_benchmark_stand_side_by_side(study):
     for protocol, value in (("authors", 0.6), ("clean", 0.55)):
         _write(study, f"cr_{protocol}_s0__exact", 0, (value, 0.7), dataset="sketchy_ext_split1", protocol=protocol)
     rows = tables.study_table(tables.study_frame(study), "sketchy_ext_split1", METRICS)
-    assert rows.at["ClusterRetri L_DA 0.1, exact, authors lists", "map@all"] == "0.6000 (1 seed)"
-    assert rows.at["ClusterRetri L_DA 0.1, exact, clean lists", "map@all"] == "0.5500 (1 seed)"
+    assert rows.at["ClusterRetri L_DA 0.1, exact, authors lists", "map@all"] == "0.6000"
+    assert rows.at["ClusterRetri L_DA 0.1, exact, clean lists", "map@all"] == "0.5500"
     assert not any("lists" in r for r in tables.study_table(tables.study_frame(study), "synthetic", METRICS).index)
 
 
@@ -125,8 +138,8 @@ def test_headline_and_written_tables(study, tmp_path):
     assert first["metrics"]["map@all"]["mean"] == pytest.approx(0.31) and first["metrics"]["map@all"]["seeds"] == 3
     assert len(head["results_files"]) == 10
     csv, md = tables.write_table(tables.study_table(frame, "synthetic", METRICS), tmp_path / "t", "study")
-    assert pd.read_csv(csv).shape == (5, 4)
-    assert md.read_text().splitlines()[1] == "|---|---|---|---|"
+    assert pd.read_csv(csv).shape == (5, 5)  # row, two metrics, seeds, ties
+    assert md.read_text().splitlines()[1] == "|---|---|---|---|---|"
 
 
 def test_reference_numbers_match_methods_md():
@@ -168,7 +181,7 @@ def test_chance_rows_are_results_files_in_the_table(isolated_dirs):
     maps = chance.loc[chance["metric"] == "map@all", "value"]
     assert maps.nunique() == 3 and (maps > 1 / 3).all() and (maps < 0.7).all()  # AP of a random order exceeds n/N
     table = tables.study_table(frame, "synthetic_tiny")
-    assert "(3 seeds)" in table.loc[CHANCE_LABEL, "map@all"]
+    assert table.loc[CHANCE_LABEL, "seeds"] == "3" and " ± " in table.loc[CHANCE_LABEL, "map@all"]
 
 
 def test_scratch_rows_are_named_only_beside_pretrained_ones(study, tmp_path):

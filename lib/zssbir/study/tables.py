@@ -129,18 +129,25 @@ def column_conventions(part: pd.DataFrame) -> dict[str, str]:
 
 
 def study_table(frame: pd.DataFrame, dataset: str, metrics=DEFAULT_METRICS, digits: int = 4) -> pd.DataFrame:
-    """Rows = method/variant, columns = metrics as 'mean ± std (n seeds)' plus ``ties``; the last row
+    """Rows = method/variant, columns = metrics as 'mean ± std' over the row's seeds, then ``seeds`` (their number;
+    'per cell', each cell saying its own, when the row's metrics have different counts) and ``ties``; the last row
     is each column's metric convention."""
     part = for_dataset(frame, dataset, metrics)
     if part.empty:
         raise ValueError(f"no results for data set {dataset!r} (results exist for "
                          f"{sorted(frame['dataset'].dropna().unique())}); notebooks/01_train.ipynb writes them")
     rows = list(dict.fromkeys(part["row"]))
-    text = mean_std_text(summary_table(part, ["row"]), digits=digits, unit="seed").reindex(rows)
-    text = text[[m for m in metrics if m in text.columns]]
+    summary = summary_table(part, ["row"])
+    shown = [m for m in metrics if m in summary["mean"].columns]
+    counts = summary["seeds"][shown].reindex(rows)
+    one_count = counts.nunique(axis=1, dropna=True) <= 1  # the row's seeds, said once in its own column
+    text = mean_std_text(summary, digits=digits, unit="seed").reindex(rows)[shown]
+    bare = mean_std_text(summary, digits=digits).reindex(rows)[shown].replace(r" \(\d+\)$", "", regex=True)
+    text = bare.where(one_count, text, axis=0)
+    text["seeds"] = [str(int(c.max())) if ok else "per cell" for (_, c), ok in zip(counts.iterrows(), one_count)]
     text["ties"] = [", ".join(sorted(part.loc[part["row"] == r, "ties"].dropna().astype(str).unique())) for r in rows]
     conventions = column_conventions(part)
-    text.loc[CONVENTION_ROW] = [conventions.get(m, "") for m in text.columns[:-1]] + ["per row"]
+    text.loc[CONVENTION_ROW] = [conventions.get(m, "") for m in shown] + ["", "per row"]
     text.index.name = "row"
     return text
 
@@ -169,8 +176,9 @@ def _study_block(frame: pd.DataFrame, dataset: str, metrics, protocol: str | Non
         return pd.DataFrame([{"row": note, **{m: "-" for m in metrics}, "convention": "", "source": ""}])
     table = study_table(frame, dataset, metrics).drop(index=CONVENTION_ROW)
     table["convention"] = part.groupby("row")["convention"].agg(merged_convention).reindex(table.index)
-    table["source"] = "this study: results files"
-    table = table.drop(columns="ties").reindex(columns=list(metrics) + ["convention", "source"], fill_value="-")
+    table["source"] = [f"this study: results files ({n} seed{'s' if n != '1' else ''})" if n != "per cell" else "this study: results files"
+                       for n in table["seeds"]]
+    table = table.drop(columns=["ties", "seeds"]).reindex(columns=list(metrics) + ["convention", "source"], fill_value="-")
     return table.reset_index()
 
 
