@@ -120,6 +120,26 @@ def test_rankings_agree_with_the_study_metrics(explorer, variant):
     assert explorer.index(2, 4) is explorer.index(2, 4), "one index per (M, K), fitted once"
 
 
+
+def test_static_views_have_readable_captions_and_the_cluster_examples_their_table(explorer):
+    """06's comparison figure: every caption and label at 8 pt or more; 03's cluster examples: the figure's rows are
+    the table's ``shown`` queries, each with its nearest cluster's share of its class."""
+    import matplotlib.pyplot as plt
+
+    from zssbir.study.examples import cluster_examples
+    from zssbir.study.explorer import comparison_figure
+
+    fig = comparison_figure(explorer, explorer.compare(explorer.sketch_query(0, 0), M=2, K=3, k=4))
+    texts = [t for ax in fig.axes for t in [ax.title, *ax.texts] if t.get_text()]
+    assert texts and min(t.get_fontsize() for t in texts) >= 8
+    feats = {"sketch": (explorer.sketch_feats, explorer.sketch_labels), "photo": (explorer.photo_feats, explorer.photo_labels)}
+    fig, table = cluster_examples(feats, explorer.sketches, explorer.photos, K=3, n=2, seed=0)
+    assert len(table) == len(explorer.sketch_feats) and table["shown"].sum() == 2
+    assert table["share of its class"].between(0, 1).all() and table["cluster size"].min() >= 1
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+    assert [f"{v:.0%} same class" in label for v, label in zip(table.loc[table["shown"], "share of its class"], labels)]
+    plt.close("all")
+
 def test_ranked_order_is_the_order_the_metrics_rank_by():
     rng = np.random.default_rng(0)
     scores = rng.integers(0, 4, (5, 40)).astype(np.float32)  # many ties
@@ -174,6 +194,11 @@ def test_dmwa_pair_view_is_the_models_local_block(dirs):
         tok = run.model.backbone(torch.stack([s["image"], p["image"]]), torch.tensor([0, 1])).tokens
     a_loc = cross_attention_score(tok[:1], tok[1:], run.model.params.attention_temperature)
     assert float(a_loc) == pytest.approx(pair["a_loc"], abs=1e-5)
+    ink = probe.ink()
+    assert len(ink) == len(probe) and ink.between(0, 1).all() and ink.max() > 0, "every sketch has some ink"
+    from zssbir.study.explorer_pairs import stripe_share
+
+    assert 1 / att.shape[1] <= stripe_share(pair) <= 1
     with pytest.raises(ValueError, match="needs a DMWA run"):
         PairProbe(_untrained("study/clusterretri.yaml", TINY), n=4)
 

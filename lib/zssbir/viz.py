@@ -8,6 +8,13 @@ import numpy as np
 from PIL import Image
 
 
+def metric_name(metric: str) -> str:
+    """A metric as the tables and legends write it: 'map@all' -> 'mAP@all', 'prec@100' -> 'Prec@100'; other names
+    unchanged."""
+    head, at, tail = str(metric).partition("@")
+    return {"map": "mAP", "prec": "Prec"}.get(head, head) + at + tail
+
+
 def image_grid(images: Sequence[Image.Image | np.ndarray | None], titles: Sequence[str] | None = None, ncols: int = 8,
                size: float = 1.4, row_labels: Sequence[str] | None = None, suptitle: str | None = None):
     """Images in rows of ``ncols``; ``row_labels`` name each row on its left. A ``None`` image leaves its
@@ -95,16 +102,43 @@ def retrieval_grid(query_images, gallery_images, ranked: np.ndarray, relevant: n
     return fig
 
 
-def embedding_scatter(points: np.ndarray, labels: Sequence[str], domains: Sequence[str], ax=None, title: str = ""):
-    """A 2-D embedding (e.g. UMAP): colour = class, marker = domain (o photo, x sketch)."""
+def class_colours(classes: Sequence[str]) -> dict:
+    """One colour per class, in the order given: tab10 up to 10 classes, tab20 up to 20, then evenly spaced hues."""
     import seaborn as sns
 
+    n = len(classes)
+    palette = sns.color_palette("tab10" if n <= 10 else "tab20" if n <= 20 else "husl", n)
+    return dict(zip(classes, palette))
+
+
+DOMAIN_MARKERS = {"photo": ("o", 16), "sketch": ("x", 24)}  # dots for photos, crosses for sketches (marker, size)
+
+
+def embedding_scatter(points: np.ndarray, labels: Sequence[str], domains: Sequence[str], ax=None, title: str = "",
+                      legend: bool = True, fontsize: float = 9):
+    """A 2-D embedding (e.g. UMAP): colour = class, marker = domain (dots: photos, crosses: sketches). With ``legend``,
+    a legend outside the axes on the right, at ``fontsize`` pt: the classes as coloured dots, then the two domain
+    markers in grey, drawn large enough to tell a cross from a dot."""
+    from matplotlib.lines import Line2D
+
     ax = ax or plt.subplots(figsize=(6, 5))[1]
-    sns.scatterplot(x=points[:, 0], y=points[:, 1], hue=list(labels), style=list(domains),
-                    markers={"photo": "o", "sketch": "X"}, s=14, alpha=0.7, linewidth=0, ax=ax, legend="brief")
+    points, labels, domains = np.asarray(points), np.asarray(labels), np.asarray(domains)
+    colours = class_colours(sorted(set(labels.tolist())))
+    for domain, (marker, size) in DOMAIN_MARKERS.items():
+        for name, colour in colours.items():
+            sel = (labels == name) & (domains == domain)
+            if sel.any():
+                ax.scatter(points[sel, 0], points[sel, 1], color=colour, marker=marker, s=size, alpha=0.75,
+                           linewidths=1.3 if marker == "x" else 0)
     ax.set_xticks([]), ax.set_yticks([])
     ax.set_title(title)
-    ax.legend(fontsize=6, markerscale=0.8, ncol=2, loc="best")
+    if legend:
+        handles = [Line2D([], [], ls="", marker="o", markersize=7, color=c, label=n) for n, c in colours.items()]
+        handles += [Line2D([], [], ls="", marker=m, markersize=8, markeredgewidth=2 if m == "x" else 1, color="0.35",
+                           label=f"{d}es" if d == "sketch" else f"{d}s")
+                    for d, (m, _) in sorted(DOMAIN_MARKERS.items(), reverse=True)]
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=fontsize, frameon=False,
+                  ncol=1 if len(handles) <= 16 else 2, borderaxespad=0.0)
     return ax
 
 

@@ -58,19 +58,23 @@ def retrieval_examples(feats: dict, sketches: ListDataset, photos: ListDataset, 
 
 def cluster_examples(feats: dict, sketches: ListDataset, photos: ListDataset, *, K: int, n: int = 4,
                      shown: int = 7, seed: int = 0):
-    """Each row: a query sketch, then photos of the k-means cluster (M = 1, K centroids) nearest to it,
-    labelled with the share of that cluster in the query's class."""
+    """(figure, table). Figure: each row a query sketch (``n`` drawn at random), then photos of the k-means cluster
+    (M = 1, K centroids) nearest to it, labelled with the share of that cluster in the query's class. Table
+    (``cluster_analysis.nearest_clusters``): every query's nearest cluster, its size and that share, with ``shown``
+    True for the rows in the figure."""
+    from .cluster_analysis import nearest_clusters
+
     (q, ql), (g, gl) = feats["sketch"], feats["photo"]
     index = ClusterIndex.fit(g, 1, K)
+    table, cells = nearest_clusters(q, ql, g, gl, K, index=index), index.codes[:, 0]
     rng = np.random.default_rng(seed)
     picks = _pick(rng, np.arange(len(q)), n)
-    cells = index.codes[:, 0]
     images, labels = [], []
-    for i, nearest in zip(picks, index.adc(q[picks]).argmin(axis=1)):
-        members = np.flatnonzero(cells == cells[nearest])
+    for i in picks:
+        members = np.flatnonzero(cells == table.loc[i, "cluster"])
         chosen = _pick(rng, members, shown)
-        same = np.mean(np.asarray(gl)[members] == ql[i])
         images += [sketches.load_image(i)] + [photos.load_image(m) for m in chosen] + [None] * (shown - len(chosen))
-        labels.append(f"{sketches.class_names[ql[i]]}\ncluster {same:.0%} same class")
+        labels.append(f"{sketches.class_names[ql[i]]}\ncluster {table.loc[i, 'share of its class']:.0%} same class")
+    table["shown"] = np.isin(np.arange(len(q)), picks)
     return image_grid(images, ncols=shown + 1, row_labels=labels,
-                      suptitle="query sketch | photos of the cluster it is nearest to")
+                      suptitle="query sketch | photos of the cluster it is nearest to"), table

@@ -336,7 +336,7 @@ def _frame(ax, colour: str, width: float = 3.0) -> None:
         spine.set_edgecolor(colour), spine.set_linewidth(width)
 
 
-def comparison_figure(explorer: Explorer, shown: Comparison, size: float = 1.25):
+def comparison_figure(explorer: Explorer, shown: Comparison, size: float = 1.45):
     """The query; a row per list (exact; cluster-then-retrieve) of its top photos framed green (query's class) or
     red, each titled with its rank and class, the row labelled with AP and first correct rank; a last row of photos
     of the query's PQ cell with its share of the query's class."""
@@ -357,23 +357,23 @@ def comparison_figure(explorer: Explorer, shown: Comparison, size: float = 1.25)
             (shown.cluster, shown.cluster.name.replace("cluster ", "cluster\n")
              + f"\nAP {shown.cluster.ap:.3f}\nfirst {target}\nat rank {shown.cluster.first_correct}")]
     for row, (r, label) in enumerate(rows, start=1):
-        axes[row, 0].text(1.0, 0.5, label, fontsize=7, ha="right", va="center", transform=axes[row, 0].transAxes)
+        axes[row, 0].text(1.0, 0.5, label, fontsize=8, ha="right", va="center", transform=axes[row, 0].transAxes)
         for c, j in enumerate(r.top[:k]):
             ax = axes[row, c + 1]
             ax.axis("on")
             ax.imshow(explorer.photo(int(j)))
-            ax.set_title(f"{c + 1}. {names[explorer.photo_labels[j]]}", fontsize=6)
+            ax.set_title(f"{c + 1}. {names[explorer.photo_labels[j]]}", fontsize=8)
             _frame(ax, "tab:green" if r.relevant[c] else "tab:red")
     axes[3, 0].text(1.0, 0.5, f"PQ cell {cell.code}{'' if cell.own else ' (nearest occupied)'}\n"
-                    f"{len(cell.members)} photos\n{cell.share:.0%} {target}", fontsize=7, ha="right", va="center",
+                    f"{len(cell.members)} photos\n{cell.share:.0%} {target}", fontsize=8, ha="right", va="center",
                     transform=axes[3, 0].transAxes)
     for c, j in enumerate(cell.members[:k]):
         ax = axes[3, c + 1]
         ax.axis("on")
         ax.imshow(explorer.photo(int(j)))
-        ax.set_title(names[explorer.photo_labels[j]], fontsize=6)
+        ax.set_title(names[explorer.photo_labels[j]], fontsize=8)
         _frame(ax, "tab:green" if explorer.photo_labels[j] == shown.query.label else "tab:red", 1.5)
     fig.suptitle("exact retrieval and cluster-then-retrieve of one query (green: the query's class), and its PQ cell",
-                 fontsize=9)
+                 fontsize=10)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.02, wspace=0.15, hspace=0.45)
     return fig

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 
 from ..runtime import resolve_device
@@ -63,10 +64,24 @@ class PairProbe:
                 "photo": self.quads.photos.load_image(int(r["photo"])),
                 "grid": side if side * side == tokens.shape[1] else None, **att}
 
+    def ink(self) -> pd.Series:
+        """Per pair of the list, its sketch's ink: the share of dark pixels (grey level below 128), a rough count of
+        how many strokes and parts the sketch has."""
+        return pd.Series([float((np.asarray(self.quads.sketches.load_image(int(s)).convert("L")) < 128).mean())
+                          for s in self.frame["sketch"]], index=self.frame.index, name="sketch ink")
+
     def sentence(self, pair: dict) -> str:
         return (f"pair {pair['row']} ({pair['class']}, {'drawn from this photo' if pair['paired'] else 'same class'}): "
                 f"a_loc {pair['a_loc']:.3f}, a_glob {pair['a_glob']:.3f}, w {pair['w']:.3f} "
                 f"(rank {pair['rank']} of {pair['n']} by weight; the list's mean is 1).")
+
+
+def stripe_share(pair: dict) -> float:
+    """The share of a pair's sketch tokens whose most-attended photo token is the same one (the most common): near
+    1 / (photo tokens) when each part of the sketch looks at its own spot, near 1 when the attention matrix is one
+    vertical stripe (every sketch token looks at the same photo token)."""
+    top = np.asarray(pair["sketch_to_photo"]).argmax(1)
+    return float(np.bincount(top).max() / len(top))
 
 
 def attention_figure(pair: dict, token: int | None = None):

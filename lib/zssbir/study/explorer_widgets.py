@@ -25,6 +25,8 @@ CANVAS_SIZE = 256
 SOURCES = ("unseen sketch", "my drawing")
 STATIC_HINT = ("The live explorer needs a running kernel: open this notebook in JupyterLab (`make explore`), run all "
                "cells, then pick a sketch or draw one.")
+PAIR_STATIC_HINT = ("The live pair picker needs a running kernel too (`make explore`); below, the lowest and highest "
+                    "weighted pairs of the list.")
 
 
 def _png(image) -> bytes:
@@ -223,9 +225,9 @@ class PairApp:
 
 
 def pair_app(probe: PairProbe, *, interactive: bool = True, row: int = 0):
-    """The DMWA pair view (``PairApp``'s widget), or the note of ``explorer_app`` when not interactive."""
+    """The DMWA pair view (``PairApp``'s widget), or a note saying how to open it when not interactive."""
     if not interactive:
         from IPython.display import Markdown
 
-        return Markdown(STATIC_HINT)
+        return Markdown(PAIR_STATIC_HINT)
     return PairApp(probe, row).widget
