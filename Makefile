@@ -30,8 +30,9 @@ $(STAMP): pyproject.toml
 data: setup ## generate the embedded synthetic benchmark into data/datasets/synthetic
 	$(PY) -m zssbir.cli data generate synthetic
 
-pretrain: setup ## pretrain the small backbone and text tower on the synthetic_pretrain corpus (reopens data/pretrained/ when current)
+pretrain: setup ## pretrain the small backbone and text tower on each miniature's corpus (synthetic_pretrain, synthetic_pretrain_hard; reopens data/pretrained/ when current)
 	$(PY) -m zssbir.training.pretrain
+	$(PY) -m zssbir.training.pretrain --corpus synthetic_pretrain_hard
 
 reports: setup ## regenerate every report (notebooks in notebooks/pipeline.yml) into reports/
 	$(PY) -m zssbir.cli reports --pipeline $(PIPELINE) --readme

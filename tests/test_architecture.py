@@ -153,4 +153,5 @@ def test_moved_names_keep_their_old_import_paths():
                   and (n.isupper() or getattr(v, "__module__", None) == new.__name__)}  # constants, defs
         assert public and all(getattr(old, n) is getattr(new, n) for n in public)
     assert pretrained_store.PRETRAINED_MINIATURE == config.PRETRAINED_MINIATURE == "pretrain"
-    assert named_weights._RESOLVERS[config.PRETRAINED_MINIATURE] is pretrained_store._miniature
+    assert set(config.MINIATURE_PRETRAININGS) <= set(named_weights._RESOLVERS)  # every named pretraining
+    assert named_weights._RESOLVERS[config.PRETRAINED_MINIATURE]() == str(pretrained_store.pretrained_weights())

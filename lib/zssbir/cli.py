@@ -68,9 +68,9 @@ def _cmd_reports(args: argparse.Namespace) -> int:
         else:
             from .study.readme_headline import update_readme
 
-            full = args.pipeline and Path(args.pipeline).name == "pipeline_full.yml"
-            target = "make reports-full" if full else "make reports" if not args.pipeline or \
-                Path(args.pipeline).name == "pipeline.yml" else f"zssbir reports --pipeline {args.pipeline}"
+            from .study.pipeline import report_command
+
+            target = report_command(args.pipeline)
             print(f"headline table and figure written into {update_readme(reports=args.out, command=target)}")
     return 0
 
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="data set tools").add_subparsers(dest="action", required=True)
-    gen = data.add_parser("generate", help="generate a procedural data set (synthetic, synthetic_tiny) or pretraining corpus (synthetic_pretrain, synthetic_pretrain_tiny)")
+    gen = data.add_parser("generate", help="generate a procedural data set (synthetic, synthetic_hard, synthetic_tiny, synthetic_hard_tiny) or pretraining corpus (synthetic_pretrain, synthetic_pretrain_hard, synthetic_pretrain_tiny)")
     gen.add_argument("dataset")
     gen.add_argument("--data-root", default=None, help="folder holding the data sets (default: ZSSBIR_DATA)")
     gen.set_defaults(func=_cmd_data_generate)

@@ -35,6 +35,9 @@ METHOD_DEFAULTS = {"clusterretri": {"lambda_da": 0.1}, "dmwa": {"lambda_da": 0.0
 # a config's name (in ``pretrained``, ``teacher_weights``) for the weights of `make pretrain` (default settings);
 # ``models.named_weights`` resolves it to a file through the resolver ``training.pretrained_store`` registers
 PRETRAINED_MINIATURE = "pretrain"
+# every pretraining of the miniature a config can name, with the corpus it is trained on (training.pretrain): a
+# benchmark's runs start from the one whose corpus follows its appearance rule (synthetic_hard: pretrain_hard)
+MINIATURE_PRETRAININGS = {PRETRAINED_MINIATURE: "synthetic_pretrain", "pretrain_hard": "synthetic_pretrain_hard"}
 
 
 @dataclass
@@ -140,8 +143,9 @@ class TrainConfig:
             raise ValueError("lambda_kd > 0 needs teacher_weights: a local ImageNet SE-ResNet50 checkpoint, or "
                              "'pretrain' for the small backbone (built by `make pretrain`)")
         for name in ("pretrained", "teacher_weights"):
-            if getattr(self, name) == PRETRAINED_MINIATURE and self.backbone != "small":
-                raise ValueError(f"{name}: 'pretrain' names the small backbone's pretraining (make pretrain); the "
+            if getattr(self, name) in MINIATURE_PRETRAININGS and self.backbone != "small":
+                raise ValueError(f"{name}: {getattr(self, name)!r} names the small backbone's pretraining (make "
+                                 f"pretrain); the "
                                  f"{self.backbone} backbone needs its own weights file")
 
     @property

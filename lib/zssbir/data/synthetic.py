@@ -34,7 +34,8 @@ from PIL import Image
 from . import drawing, drawing_photo, drawing_sketch
 from .benchmarks import BENCHMARKS
 from .lists import Entry, write_class_ids, write_list
-from .synthetic_classes import MAX_CLASSES, ClassProgram, choose_unseen, class_vocabulary
+from .synthetic_classes import (MAX_CLASSES, ClassProgram, check_appearance, choose_unseen,
+                                class_vocabulary, dress_instance)
 
 __all__ = ["SyntheticConfig", "generate", "ensure_synthetic", "load_manifest", "class_vocabulary",
            "ClassProgram", "render_instance", "FORMAT_VERSION", "MAX_CLASSES"]
@@ -45,7 +46,7 @@ PHOTO_DIR = "photo/tx_000000000000_ready"
 SKETCH_DIR = "sketch/tx_000000000000_ready"
 JPEG_QUALITY = 90
 MIN_SIZE, MAX_SIZE = 32, 256
-_INSTANCE_TAG, _SPLIT_TAG = 201, 202
+_INSTANCE_TAG, _SPLIT_TAG, _APPEARANCE_TAG = 201, 202, 203
 _BENCH = BENCHMARKS["synthetic"]
 
 
@@ -71,6 +72,7 @@ class SyntheticConfig:
     image_size: int = 64
     val_fraction: float = 0.2
     seed: int = 0
+    appearance: str = "class"
 
     def __post_init__(self) -> None:
         _check_int("n_classes", self.n_classes, 2, MAX_CLASSES, " (at least 2; at most the number of class names)")
@@ -80,6 +82,7 @@ class SyntheticConfig:
         _check_int("sketches_per_photo", self.sketches_per_photo, 1, 20)
         _check_int("image_size", self.image_size, MIN_SIZE, MAX_SIZE, " pixels")
         _check_int("seed", self.seed, 0, 2**63 - 1, " (a non-negative int)")
+        check_appearance(self.appearance)
         vf = self.val_fraction
         if isinstance(vf, bool) or not isinstance(vf, (int, float, np.floating)) or not 0 <= vf < 1:
             raise ValueError(f"val_fraction must be a number in [0, 1), got {vf!r}")
@@ -112,12 +115,20 @@ def held_out_instances(program: ClassProgram, config: SyntheticConfig) -> list[i
     return sorted(int(i) for i in rng.permutation(config.instances_per_class)[:config.n_val_instances])
 
 
+def instance_parts(program: ClassProgram, instance: int, seed: int, appearance: str, tag: int = _APPEARANCE_TAG):
+    """The parts an instance is drawn from: the class program's, or re-dressed from their own random stream
+    ``[seed, tag, class index, instance]`` under ``appearance="instance"`` (the other streams stay as they are)."""
+    if check_appearance(appearance) == "class":
+        return program.parts
+    return dress_instance(program.parts, np.random.default_rng([seed, tag, program.index, instance]))
+
+
 def render_instance(program: ClassProgram, instance: int, config: SyntheticConfig
                     ) -> tuple[Image.Image, list[Image.Image]]:
     """The photo (RGB) and sketches (L) of one instance, exactly as ``generate`` writes them."""
     seq = np.random.SeedSequence([config.seed, _INSTANCE_TAG, program.index, instance])
     geometry, photo, *sketches = (np.random.default_rng(s) for s in seq.spawn(2 + config.sketches_per_photo))
-    parts = drawing.make_instance(program.parts, geometry)
+    parts = drawing.make_instance(instance_parts(program, instance, config.seed, config.appearance), geometry)
     image = drawing_photo.render_photo(parts, photo, config.image_size)
     runs = drawing_sketch.visible_runs(parts)
     return image, [drawing_sketch.render_sketch(runs, rng, config.image_size) for rng in sketches]
@@ -182,7 +193,7 @@ def _write_dataset(root: Path, config: SyntheticConfig, progress: bool, workers:
             lists["sketch", split] += [Entry(rel, label) for rel in sketch_rels]
             lists["photo", "train" if is_seen else "zero"].append(Entry(photo_rel, label))
         classes.append({"name": program.name, "split": "seen" if is_seen else "unseen", "id": label,
-                        "index": program.index, "description": program.describe(),
+                        "index": program.index, "description": f"{program.name}: {program.caption(config.appearance)}",
                         "held_out_instances": held.get(program.name, [])})
     lists["photo", "val"] = lists["photo", "train"]  # val queries are searched among seen-class photos
     for (domain, split), entries in lists.items():  # (the photo val list is the photo train file)

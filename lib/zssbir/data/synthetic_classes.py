@@ -4,6 +4,8 @@ A class program is an arrangement (stacked, side by side, radial, nested, grid, 
 shapes from ``drawing.SHAPES``, optionally with stroke attachments (antennae, legs, arms, tail) from
 ``drawing.STROKES``, each part with a class-level fill texture and hue. Every class is a distinct
 composition (``signature``), so unseen classes are new combinations of parts seen in training.
+Under the appearance rule ``"instance"`` (``APPEARANCES``) the generators re-dress every instance's parts
+(``dress_instance``): hues and fills then say nothing about the class, only the shapes do.
 Names are arbitrary English words (labels, not depictions), shuffled by the seed.
 
 Programs are built one by one from ``np.random.default_rng([seed, _CLASS_TAG, index, attempt])``,
@@ -31,6 +33,9 @@ MAX_CLASSES = len(NAMES)
 ARRANGEMENTS = ("stacked", "side_by_side", "radial", "nested", "grid", "on_a_stick")
 ATTACHMENTS = ("antennae", "legs", "arms", "tail")
 _CLASS_TAG, _NAME_TAG, _UNSEEN_TAG = 101, 102, 103
+# where a photo's hues, fills and stroke thickness come from: the class program (its parts' colours, with an odd
+# colour variant now and then) or each instance (drawn anew per photo, independent of the class)
+APPEARANCES = ("class", "instance")
 _ADJECTIVE = {"solid": "plain", "gradient": "shaded", "stripes": "striped", "dots": "dotted", "checker": "checked"}
 
 
@@ -48,6 +53,16 @@ class ClassProgram:
 
     def describe(self) -> str:
         return f"{self.name}: {self.summary}"
+
+    @property
+    def shape_summary(self) -> str:
+        """The summary without its fills clause: what every instance shares under ``appearance="instance"``."""
+        return self.summary.split("; fills: ")[0]
+
+    def caption(self, appearance: str = "class") -> str:
+        """What the class's instances share under ``appearance`` (the text tower's caption of the class)."""
+        check_appearance(appearance)
+        return self.summary if appearance == "class" else self.shape_summary
 
     @property
     def part_kinds(self) -> frozenset[str]:
@@ -267,6 +282,19 @@ def _dress(parts: list[Part], rng: np.random.Generator) -> tuple[list[Part], str
                         thick if p.is_stroke else 0.0))
     fills = sorted({_ADJECTIVE[f] for f, *_ in seen.values()})
     return out, ", ".join(fills)
+
+
+def dress_instance(parts, rng: np.random.Generator) -> list[Part]:
+    """The parts re-dressed from ``rng``: hues, fills and stroke thickness drawn anew (one instance's appearance
+    under ``appearance="instance"``; repeated parts still look alike)."""
+    return _dress(list(parts), rng)[0]
+
+
+def check_appearance(appearance: object) -> str:
+    if appearance not in APPEARANCES:
+        raise ValueError(f"appearance must be one of {', '.join(APPEARANCES)} (where hues and fills come from: the "
+                         f"class or each instance), got {appearance!r}")
+    return appearance
 
 
 def _program(index: int, name: str, seed: int, attempt: int, stream: int = _CLASS_TAG) -> ClassProgram:

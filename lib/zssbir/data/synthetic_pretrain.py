@@ -5,7 +5,7 @@ classes by construction of the zero-shot splits. This is the miniature of that: 
 ``synthetic`` (same part vocabulary, arrangements, photo renderer), but class programs drawn from another random
 stream and kept only when their main structure (``ClassProgram.signature``, the notion that makes two classes
 of one vocabulary different) belongs to NO class, seen or unseen, of any procedural benchmark in
-``benchmarks.BENCHMARKS`` (``synthetic``, ``synthetic_tiny``). Class names are ``pt0000``, ``pt0001``, ... so they
+``benchmarks.BENCHMARKS`` (``synthetic``, ``synthetic_hard`` and their tiny versions). Class names are ``pt0000``, ``pt0001``, ... so they
 cannot collide with the benchmark's English names either. A corpus that would share a class (by program or by
 name) is refused with the shared names (``SharedClassesError``).
 
@@ -36,9 +36,9 @@ from . import drawing, drawing_photo
 from .benchmarks import BENCHMARKS
 from .datasets import ListDataset, MissingDataError, SplitInfo
 from .lists import Entry, read_class_ids, read_list, write_class_ids, write_list
-from .synthetic import (JPEG_QUALITY, MAX_SIZE, MIN_SIZE, SyntheticConfig, _lock, _progress, read_json,
-                        write_atomically)
-from .synthetic_classes import ClassProgram, class_vocabulary, compose_program
+from .synthetic import (JPEG_QUALITY, MAX_SIZE, MIN_SIZE, SyntheticConfig, _lock, _progress, instance_parts,
+                        read_json, write_atomically)
+from .synthetic_classes import ClassProgram, check_appearance, class_vocabulary, compose_program
 
 __all__ = ["PretrainConfig", "CORPORA", "SharedClassesError", "benchmark_programs", "benchmark_configs",
            "benchmark_captions", "check_disjoint",
@@ -54,7 +54,7 @@ LISTS = {"train": "photo_train.txt", "val": "photo_val.txt"}
 MAX_CORPUS_CLASSES = 1000  # well below the number of distinct structures the part vocabulary allows
 MAX_ATTEMPTS = 500  # draws per class before giving up on finding a structure not taken yet
 # random streams: the benchmark draws its classes from 101 (synthetic_classes._CLASS_TAG) and instances from 201
-_CLASS_STREAM, _INSTANCE_TAG, _SPLIT_TAG = 301, 302, 303
+_CLASS_STREAM, _INSTANCE_TAG, _SPLIT_TAG, _APPEARANCE_TAG = 301, 302, 303, 304
 
 
 def _check_int(name: str, value: object, lo: int, hi: int) -> None:
@@ -64,15 +64,20 @@ def _check_int(name: str, value: object, lo: int, hi: int) -> None:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """Size of the corpus. Default: 300 classes x 24 photos at 64 px (4 of each class held out for validation)."""
+    """Size of the corpus. Default: 300 classes x 24 photos at 64 px (4 of each class held out for validation).
+
+    appearance: where a photo's hues and fills come from, as in ``synthetic.SyntheticConfig`` (the corpus of a
+    benchmark follows the benchmark's rule: ``"instance"`` for ``synthetic_hard``)."""
 
     n_classes: int = 300
     instances_per_class: int = 24
     val_per_class: int = 4
     image_size: int = 64
     seed: int = 0
+    appearance: str = "class"
 
     def __post_init__(self) -> None:
+        check_appearance(self.appearance)
         _check_int("n_classes", self.n_classes, 2, MAX_CORPUS_CLASSES)
         _check_int("instances_per_class", self.instances_per_class, 2, 9999)
         _check_int("val_per_class", self.val_per_class, 0, self.instances_per_class - 1)
@@ -86,6 +91,8 @@ class PretrainConfig:
 # registered corpora: id -> config (the folder under paths.data_dir() is the id)
 CORPORA: dict[str, PretrainConfig] = {
     "synthetic_pretrain": PretrainConfig(),
+    # the corpus of the hard miniature (synthetic_hard): the same classes, every photo dressed at random
+    "synthetic_pretrain_hard": PretrainConfig(appearance="instance"),
     # a few seconds to generate: for tests and smoke runs
     "synthetic_pretrain_tiny": PretrainConfig(n_classes=12, instances_per_class=5, val_per_class=1, image_size=32),
 }
@@ -118,7 +125,8 @@ def benchmark_captions(dataset: str, class_names: Sequence[str]) -> list[str]:
         raise ValueError(f"{dataset!r} has no class programs to caption: the miniature's text tower (pretrained: "
                          f"pretrain) reads the procedural benchmarks' class descriptions ({', '.join(programs)}); "
                          "on real data use a clip:<model> backbone, whose text tower reads the class names")
-    summary = {p.name: p.summary for p in programs[dataset]}
+    appearance = SyntheticConfig(**BENCHMARKS[dataset].generator).appearance
+    summary = {p.name: p.caption(appearance) for p in programs[dataset]}
     unknown = [n for n in class_names if n not in summary]
     if unknown:
         raise ValueError(f"{dataset} has no classes named {unknown[:5]}: its class lists and its generator disagree; "
@@ -175,8 +183,8 @@ def render_corpus_photo(program: ClassProgram, instance: int, config: PretrainCo
     """One photo (RGB) of a corpus class, exactly as ``generate_corpus`` writes it."""
     geometry, photo = (np.random.default_rng(s) for s in
                        np.random.SeedSequence([config.seed, _INSTANCE_TAG, program.index, instance]).spawn(2))
-    parts = drawing.make_instance(program.parts, geometry)
-    return drawing_photo.render_photo(parts, photo, config.image_size)
+    parts = instance_parts(program, instance, config.seed, config.appearance, tag=_APPEARANCE_TAG)
+    return drawing_photo.render_photo(drawing.make_instance(parts, geometry), photo, config.image_size)
 
 
 def held_out(program: ClassProgram, config: PretrainConfig) -> list[int]:
@@ -211,7 +219,8 @@ def _write_corpus(root: Path, config: PretrainConfig, programs: list[ClassProgra
         for i, rel in enumerate(rels):
             lists["val" if i in val else "train"].append(Entry(rel, label))
         classes.append({"name": program.name, "id": label, "index": program.index,
-                        "description": program.describe(), "signature": repr(program.signature),
+                        "description": f"{program.name}: {program.caption(config.appearance)}",
+                        "signature": repr(program.signature),
                         "held_out_instances": sorted(val)})
     write_class_ids(root / LIST_DIR / CLASS_FILE, [p.name for p in programs])
     for split, name in LISTS.items():

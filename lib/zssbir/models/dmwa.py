@@ -296,29 +296,30 @@ def text_tower_choice(backbone: str, pretrained: str | None, params: DMWAParams)
     tower (``"pretrain"``, trained with the small backbone by ``make pretrain``) when the small backbone starts
     from that pretraining; else the tiny random CLIP config (the class prompts then act as fixed random class
     codes, see docs/dmwa.md)."""
-    from ..config import PRETRAINED_MINIATURE
+    from ..config import MINIATURE_PRETRAININGS
     from .clip_towers import TINY_CLIP_NAME
 
     if params.text_model is not None:
         return params.text_model, params.text_pretrained
     if backbone.startswith("clip:"):
         return backbone[len("clip:"):], params.text_pretrained or pretrained
-    if backbone == "small" and pretrained == PRETRAINED_MINIATURE:
-        return PRETRAINED_MINIATURE, None
+    if backbone == "small" and pretrained in MINIATURE_PRETRAININGS:
+        return pretrained, None
     return TINY_CLIP_NAME, params.text_pretrained
 
 
-def miniature_class_texts(class_names: Sequence[str], dataset: str | None) -> torch.Tensor:
+def miniature_class_texts(class_names: Sequence[str], dataset: str | None,
+                          weights: str = "pretrain") -> torch.Tensor:
     """The miniature text tower's (frozen) embeddings [C, D] of the classes' captions (their programs' summaries,
-    ``data.synthetic_pretrain.benchmark_captions``); the tower is the default pretraining's ``text.pt``."""
-    from ..config import PRETRAINED_MINIATURE
+    ``data.synthetic_pretrain.benchmark_captions``); the tower is the ``text.pt`` of the pretraining ``weights``
+    names (``config.MINIATURE_PRETRAININGS``)."""
     from ..data.synthetic_pretrain import benchmark_captions
     from .named_weights import resolve_weights
     from .small_text import load_small_text_encoder
 
     if dataset is None:
         raise ValueError("the miniature's text tower captions a procedural benchmark's classes: name the data set")
-    encoder = load_small_text_encoder(Path(resolve_weights(PRETRAINED_MINIATURE)).with_name("text.pt"))
+    encoder = load_small_text_encoder(Path(resolve_weights(weights)).with_name("text.pt"))
     with torch.no_grad():
         return encoder.encode(benchmark_captions(dataset, list(class_names))).float()
 
@@ -332,14 +333,14 @@ def encode_class_texts(class_names: Sequence[str], model_name: str, pretrained: 
     A randomly initialised tower (pretrained None) is built under ``seed`` without touching the
     global RNG, so the same names always give the same codes. ``model_name="pretrain"`` is the miniature's
     small text tower (``miniature_class_texts``): one caption per class serves both domains."""
-    from ..config import PRETRAINED_MINIATURE
+    from ..config import MINIATURE_PRETRAININGS
     from .clip_towers import build_text_encoder
 
-    if model_name == PRETRAINED_MINIATURE:
+    if model_name in MINIATURE_PRETRAININGS:
         if tokens:
             raise ValueError("DMWA text_tokens=True needs a CLIP text tower's token embeddings; the miniature's small "
                              "text tower gives pooled caption embeddings only: set text_tokens=False")
-        texts = miniature_class_texts(class_names, dataset)
+        texts = miniature_class_texts(class_names, dataset, model_name)
         return texts, texts.clone()
 
     import logging

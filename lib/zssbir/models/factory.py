@@ -45,7 +45,7 @@ def build_model(config: TrainConfig, class_names: Sequence[str], *, for_training
                             kd_temperature=config.kd_temperature,
                             lambda_kd_mask=config.lambda_kd_mask if for_training else 0.0, class_mask=class_mask)
     if config.method == "dmwa":
-        from ..config import PRETRAINED_MINIATURE
+        from ..config import MINIATURE_PRETRAININGS
         from .dmwa import DMWA, DMWAParams, encode_class_texts, text_tower_choice
 
         params = DMWAParams.from_dict(config.method_params)
@@ -58,7 +58,7 @@ def build_model(config: TrainConfig, class_names: Sequence[str], *, for_training
                                    tokens=params.text_tokens, dataset=config.dataset)
         return DMWA(backbone, texts[0], texts[1], params=params, text_sketch_tokens=texts[2] if len(texts) > 2 else None,
                     text_photo_tokens=texts[3] if len(texts) > 2 else None,
-                    text_in_image_space=text_model == PRETRAINED_MINIATURE)
+                    text_in_image_space=text_model in MINIATURE_PRETRAININGS)
     raise AssertionError("unreachable")
 
 

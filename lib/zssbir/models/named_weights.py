@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..config import PRETRAINED_MINIATURE
+from ..config import MINIATURE_PRETRAININGS
 
 # the module that registers each known name: the error names it when nothing registered the name yet
-PROVIDERS = {PRETRAINED_MINIATURE: "zssbir.training.pretrained_store"}
+PROVIDERS = {name: "zssbir.training.pretrained_store" for name in MINIATURE_PRETRAININGS}
 _RESOLVERS: dict[str, Callable[[], str]] = {}
 
 

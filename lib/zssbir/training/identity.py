@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from .. import paths
-from ..config import PRETRAINED_MINIATURE, RUNTIME_FIELDS, TrainConfig
+from ..config import MINIATURE_PRETRAININGS, RUNTIME_FIELDS, TrainConfig
 
 # files (relative to the zssbir package) whose content decides what a training run produces
 # (the losses are models/losses.py, the settings config.py: issue 26 moved them out of training/)
@@ -48,8 +48,9 @@ def changed_settings(config: TrainConfig) -> dict:
     skip = {"method", "dataset", "backbone", "seed", "method_params", *named, *RUNTIME_FIELDS}
     changed = {k: v for k, v in config.to_dict().items() if k not in skip and v != defaults[k]}
     for k in ("pretrained", "teacher_weights"):  # the miniature's weights by the content that made them
-        if changed.get(k) == PRETRAINED_MINIATURE:
-            changed[k] = f"{PRETRAINED_MINIATURE}:{content_key(PretrainSettings())}"
+        if changed.get(k) in MINIATURE_PRETRAININGS:
+            corpus = MINIATURE_PRETRAININGS[changed[k]]
+            changed[k] = f"{changed[k]}:{content_key(PretrainSettings(corpus=corpus))}"
     if config.method == "dmwa":
         from ..models.dmwa import DMWAParams
 

@@ -59,7 +59,7 @@ from .pretrained_files import build_command, commit, finished_dir, output_dir
 PRETRAIN_CODE = ("training/pretrain.py", "models/small.py", "models/small_text.py", "models/backbones.py",
                  "data/transforms.py",
                  "data/datasets.py", "data/samplers.py", "data/synthetic_pretrain.py", "data/synthetic_classes.py",
-                 "data/drawing.py", "data/drawing_photo.py")
+                 "data/drawing.py", "data/drawing_photo.py", "data/synthetic.py")
 RUNTIME = ("data_root", "num_workers", "decoded_cache", "torch_threads")  # how fast, not what is learned
 
 

@@ -11,6 +11,7 @@ and its key (``pretrain.content_key``):
 """
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -59,11 +60,17 @@ def finished_dir(settings, key: str) -> Path | None:
                 None)
 
 
+def _same_corpus(folder: Path, corpus: str) -> bool:
+    """Whether ``folder`` is named ``<corpus>_<key>`` (a 16-hex-digit key: not another corpus that extends the name,
+    such as synthetic_pretrain_hard beside synthetic_pretrain)."""
+    return re.fullmatch(re.escape(corpus) + r"_[0-9a-f]{16}", folder.name) is not None
+
+
 def other_folders(settings, key: str) -> list[str]:
-    """Finished or not, the pretraining folders of the same corpus under other keys (other settings or code)."""
+    """Pretraining folders (with a backbone) of the same corpus under other keys (other settings or code)."""
     roots = (output_dir(settings, key).parent, committed_dir(settings, key).parent)
     return sorted(str(p.parent) for root in roots for p in root.glob(f"{settings.corpus}_*/backbone.pt")
-                  if p.parent.name != f"{settings.corpus}_{key}")
+                  if _same_corpus(p.parent, settings.corpus) and p.parent.name != f"{settings.corpus}_{key}")
 
 
 def commit(settings, key: str) -> Path:
@@ -74,7 +81,7 @@ def commit(settings, key: str) -> Path:
         raise FileNotFoundError(f"nothing to commit: {source} is not a finished pretraining; run "
                                 f"`{build_command(settings)}` first")
     for old in target.parent.glob(f"{settings.corpus}_*"):
-        if old != target:
+        if old != target and _same_corpus(old, settings.corpus):
             shutil.rmtree(old)
     target.mkdir(parents=True, exist_ok=True)
     for name in outputs(settings):

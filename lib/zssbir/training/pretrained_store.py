@@ -1,16 +1,17 @@
 """How a run config names the miniature's pretrained weights (issue 13): the value ``"pretrain"``
 (``PRETRAINED_MINIATURE``, defined in ``zssbir.config``) in ``pretrained`` or ``teacher_weights`` is the
 ``backbone.pt`` of the default pretraining of the current code (``training.pretrain``), built or committed
-(``training.pretrained_files``); a missing one names the command that builds it.
+(``training.pretrained_files``); ``"pretrain_hard"`` is the one on the hard miniature's corpus
+(``config.MINIATURE_PRETRAININGS`` names each with its corpus). A missing one names the command that builds it.
 
-Importing this module registers the name with ``models.named_weights``, through which the models (``models.factory``,
-``models.dmwa``) resolve it without importing training (issue 26).
+Importing this module registers the names with ``models.named_weights``, through which the models (``models.factory``,
+``models.dmwa``) resolve them without importing training (issue 26).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import PRETRAINED_MINIATURE
+from ..config import MINIATURE_PRETRAININGS, PRETRAINED_MINIATURE
 from ..models import named_weights
 from .pretrain import PretrainSettings, content_key
 from .pretrained_files import build_command, finished_dir, other_folders
@@ -32,15 +33,20 @@ def pretrained_weights(settings: PretrainSettings | None = None) -> Path:
 
 
 def resolve_weights(value: str | None) -> str | None:
-    """A config's ``pretrained`` / ``teacher_weights`` value as a file: ``"pretrain"`` is the ``backbone.pt`` of
-    the default pretraining (FileNotFoundError naming ``make pretrain`` when it is missing); others pass through."""
-    if value != PRETRAINED_MINIATURE:
+    """A config's ``pretrained`` / ``teacher_weights`` value as a file: a name of ``MINIATURE_PRETRAININGS`` is the
+    ``backbone.pt`` of that pretraining (FileNotFoundError naming the command that builds it when it is missing);
+    others pass through."""
+    if value not in MINIATURE_PRETRAININGS:
         return value
-    return str(pretrained_weights())
+    return str(pretrained_weights(PretrainSettings(corpus=MINIATURE_PRETRAININGS[value])))
 
 
-def _miniature() -> str:
-    return str(pretrained_weights())  # looked up when called: a patched pretrained_weights is the one used
+def _resolver(name: str):
+    corpus = MINIATURE_PRETRAININGS[name]
+    if name == PRETRAINED_MINIATURE:
+        return lambda: str(pretrained_weights())  # looked up when called: a patched pretrained_weights is the one used
+    return lambda: str(pretrained_weights(PretrainSettings(corpus=corpus)))
 
 
-named_weights.register(PRETRAINED_MINIATURE, _miniature)
+for _name in MINIATURE_PRETRAININGS:
+    named_weights.register(_name, _resolver(_name))
