@@ -87,6 +87,10 @@ BROKEN_IMAGES_JS = ("() => Array.from(document.images).filter(i => !(i.complete 
 LINKS_JS = "() => Array.from(document.querySelectorAll('a[href]')).map(a => a.getAttribute('href'))"
 STDERR_JS = ("() => Array.from(document.querySelectorAll('[data-mime-type=\"application/vnd.jupyter.stderr\"]'))"
              ".map(e => e.innerText.slice(0, 120))")
+# printed text that is log output rather than a result: per-run log lines, progress bars, logging records, tracebacks
+LOG_LINES_JS = r"""() => Array.from(document.querySelectorAll('[data-mime-type="text/plain"]')).map(e => e.innerText)
+    .filter(t => /best epoch \d+ of \d+|\d+(\.\d+)?\s?it\/s|^(INFO|WARNING|DEBUG|ERROR)[: ]|Traceback/m.test(t))
+    .map(t => t.slice(0, 120))"""
 # row labels of tables: the number of line boxes of each header cell's text (1 = not wrapped); a label the page itself
 # let wrap to fit its table (a sentence as a label, marked data-zssbir-wrapped by pipeline.FIT_TABLES_JS) must still
 # be wide, never one word per line
@@ -239,23 +243,51 @@ def test_report_pages_load_in_a_browser(isolated_dirs):
         assert page.locator("figure img").count() == 1, "the headline figure is missing"
         linked = {h for h in page.evaluate(LINKS_JS) if h.endswith(".html")}
         assert linked == {f"{s}.html" for s in REPORT_STEPS}
-        for name in ["index.html"] + sorted(linked):
-            if name != "index.html":
-                open_report_page(page, out / name)
-                shot(page, f"report_{Path(name).stem}")
-                tables = page.locator("table.dataframe")
-                if tables.count():  # the first table of the page, for a person to see its row labels
-                    tables.first.scroll_into_view_if_needed()
-                    tables.first.screenshot(path=str(SCREENSHOTS / f"report_{Path(name).stem}_table.png"))
-            images = page.evaluate("() => document.images.length")
-            problems += [f"{name}: image not loaded: {src}" for src in page.evaluate(BROKEN_IMAGES_JS)]
-            problems += check_links(page, out / name)
-            problems += [f"{name}: stderr box: {text}" for text in page.evaluate(STDERR_JS)]
-            problems += [f"{name}: wrapped row label: {text}" for text in page.evaluate(WRAPPED_JS)]
-            problems += [f"{name}: table clipped: {text}" for text in page.evaluate(CLIPPED_JS)]
-            problems += typeset_problems(page, name)
-            assert images > 0 or name == "index.html", f"{name} shows no image"
+        problems += _page_problems(page, out, linked)
     problems += [f"asked for outside the report folder: {url}" for url in dict.fromkeys(outside)]
+    assert not problems, "\n".join(problems)
+
+
+def _page_problems(page, out: Path, linked: set[str], shots: bool = True) -> list[str]:
+    """Every page of the report in ``out`` (index.html and ``linked``): images, links, stderr boxes, wrapped row
+    labels, clipped tables and untypeset TeX."""
+    problems: list[str] = []
+    for name in ["index.html"] + sorted(linked):
+        if name != "index.html":
+            open_report_page(page, out / name)
+            tables = page.locator("table.dataframe")
+            if shots:
+                shot(page, f"report_{Path(name).stem}")
+            if shots and tables.count():  # the first table of the page, for a person to see its row labels
+                tables.first.scroll_into_view_if_needed()
+                tables.first.screenshot(path=str(SCREENSHOTS / f"report_{Path(name).stem}_table.png"))
+        images = page.evaluate("() => document.images.length")
+        problems += [f"{name}: image not loaded: {src}" for src in page.evaluate(BROKEN_IMAGES_JS)]
+        problems += check_links(page, out / name)
+        problems += [f"{name}: stderr box: {text}" for text in page.evaluate(STDERR_JS)]
+        problems += [f"{name}: log line: {text}" for text in page.evaluate(LOG_LINES_JS)]
+        problems += [f"{name}: wrapped row label: {text}" for text in page.evaluate(WRAPPED_JS)]
+        problems += [f"{name}: table clipped: {text}" for text in page.evaluate(CLIPPED_JS)]
+        problems += typeset_problems(page, name)
+        assert images > 0 or name == "index.html", f"{name} shows no image"
+    return problems
+
+
+@pytest.mark.skipif(not os.environ.get("ZSSBIR_CHECK_REPORT"), reason="set ZSSBIR_CHECK_REPORT to a generated "
+                    "report folder (e.g. reports/ after make reports or make reports-full) to check its pages")
+def test_a_generated_report_reads_cleanly_in_a_browser():
+    """The same page checks on a full report made by make reports or make reports-full (every page that index.html
+    links): typeset equations, no clipped table, no stderr box or log line, every image and link, network blocked."""
+    out = Path(os.environ["ZSSBIR_CHECK_REPORT"]).resolve()
+    with browser_page() as page:
+        outside = block_network(page)
+        open_report_page(page, out / "index.html")
+        assert page.locator("h2", has_text="What the study found").count() == 1
+        linked = {h for h in page.evaluate(LINKS_JS) if h.endswith(".html")}
+        assert linked, "index.html links no page"
+        problems = _page_problems(page, out, linked, shots=False)
+    problems += [f"asked for outside the report folder: {url}" for url in dict.fromkeys(outside)]
+    print(f"{len(linked)} pages checked in {out}")
     assert not problems, "\n".join(problems)
 
 

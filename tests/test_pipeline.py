@@ -87,7 +87,7 @@ def _stream_text(executed, contains: str) -> str:
 
 # the pages whose closing prose, tables and numbers issue 25 set (02-04 have their own method cards and exercises)
 CONCLUDED = ["00_data_tour", "00_pretraining", "01_train", "02_distribution_alignment", "03_cluster_analysis",
-             "05_map_tables", "06_explore", "07_methods_in_2d"]
+             "04_dmwa", "05_map_tables", "06_explore", "07_methods_in_2d"]
 
 
 def _check_pages_read_as_conclusions(out) -> None:

@@ -91,19 +91,64 @@ def weight_quality_sentence(quality: dict, digits: int = 2) -> str:
             f"{quality['r']:+.{digits}f} (p = {quality['p_value']:.2g}). The weight list {tracks}.")
 
 
+# readable names of the weight-list statistics a DMWA run records per epoch
+WEIGHT_STATS = {"stat_w_max": "largest w", "stat_w_min": "smallest w", "stat_w_std": "spread of w (std)",
+                "stat_a_loc": "local alignment a_loc", "stat_a_glob": "global alignment a_glob"}
+
+
+def closing_sentences(history: list[dict], probe: pd.DataFrame, claims: pd.DataFrame, share: float = 0.1,
+                      digits: int = 3) -> list[str]:
+    """What 04's figures and ablations show, from the main run's history, the probed pairs and ``claims``
+    (``findings.claim_table`` of the DMWA claims): how the weighting changed over training, what sets the
+    lowest-weighted pairs apart (the lowest and highest ``share`` of the probe), and each claim's verdict."""
+    out = []
+    first, last = history[0], history[-1]
+    if "stat_w_std" in first:
+        trend = ("more uneven" if last["stat_w_std"] > first["stat_w_std"] else "more even")
+        out.append(f"Over training the weight list became {trend}: its spread within a batch went from "
+                   f"{first['stat_w_std']:.{digits}f} in epoch 1 to {last['stat_w_std']:.{digits}f} in epoch "
+                   f"{last['epoch'] + 1}, its smallest weight from {first['stat_w_min']:.{digits}f} to "
+                   f"{last['stat_w_min']:.{digits}f} (1 would be no weighting at all).")
+    k = max(1, int(round(share * len(probe))))
+    ranked = probe.sort_values("w")
+    low, high = ranked.head(k), ranked.tail(k)
+    out.append(f"The {k} lowest-weighted of the {len(probe)} probed pairs (w {low['w'].mean():.2f} on average) have "
+               f"global alignment {low['a_glob'].mean():.2f} and local {low['a_loc'].mean():.2f}, the {k} highest "
+               f"(w {high['w'].mean():.2f}) {high['a_glob'].mean():.2f} and {high['a_loc'].mean():.2f}; "
+               f"{int(low['paired'].sum())} of the lowest and {int(high['paired'].sum())} of the highest are a sketch "
+               f"drawn from that very photo{_paired_reading(int(low['paired'].sum()), int(high['paired'].sum()), k)}.")
+    for r in (claims.to_dict("records") if len(claims) else []):
+        fragile = " (fragile)" if r.get("fragile") else ""
+        out.append(f"\"{r['claim']}\": {r['difference']:+.{digits}f} mAP@all over {r['n']} seeds, "
+                   f"{r['verdict']}{fragile}.")
+    if not len(claims):
+        out.append("No ablation pair has results on the same seeds, so no claim is tested on this page.")
+    return out
+
+
+def _paired_reading(low: int, high: int, k: int) -> str:
+    if abs(high - low) <= max(1, k // 5):
+        return ": being drawn from the same photo barely moves the weight, which follows how alike the features are"
+    return (": pairs drawn from the same photo weigh more" if high > low else
+            ": pairs drawn from the same photo weigh LESS")
+
+
 def plot_weight_history(history: list[dict], title: str = ""):
     """The weight list over training: per-epoch means of min, max and spread of w, and of a_loc, a_glob."""
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [h["epoch"] + 1 for h in history]
     fig, (ax_w, ax_a) = plt.subplots(1, 2, figsize=(10, 3.2))
     for key, style in (("stat_w_max", "-"), ("stat_w_min", "-"), ("stat_w_std", "--")):
-        ax_w.plot(epochs, [h.get(key, np.nan) for h in history], style, marker="o", label=key[5:])
+        ax_w.plot(epochs, [h.get(key, np.nan) for h in history], style, marker="o", label=WEIGHT_STATS[key])
     ax_w.axhline(1.0, color="grey", lw=0.8, ls=":")
     ax_w.set(xlabel="epoch", title="weight list per batch (epoch means)")
     for key in ("stat_a_loc", "stat_a_glob"):
-        ax_a.plot(epochs, [h.get(key, np.nan) for h in history], marker="o", label=key[5:])
+        ax_a.plot(epochs, [h.get(key, np.nan) for h in history], marker="o", label=WEIGHT_STATS[key])
     ax_a.set(xlabel="epoch", ylim=(0, 1), title="alignment scores (batch means)")
     for ax in (ax_w, ax_a):
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .tables import report_budget
+
 ALPHA = 0.05  # family-wise level of the claims of one table (Holm)
 POWER = 0.8   # power at which the minimum detectable effect is stated
 
@@ -68,14 +70,14 @@ def _clusterretri(f, lda: bool, retrieval: str, start: str = "pretrained", disti
     lam = f["lambda_da"].fillna(0).astype(float)
     default_ties = _column(f, "tie_order", None).isna()  # not the extra stable-ties rows at M = 1
     return (f["method"] == "clusterretri") & ((lam > 0) if lda else (lam == 0)) & (f["retrieval"] == retrieval) & \
-        default_ties & _started(f, start) & _distilled(f, distilled)
+        default_ties & _started(f, start) & _distilled(f, distilled) & report_budget(f)
 
 
 def _dmwa(f, weighting: str, loss: str, start: str = "pretrained", mismatched: bool = False):
     label = f["label"].fillna("").astype(str)
     degraded = _column(f, "mismatched_pairs", 0.0).fillna(0.0).astype(float) > 0
     return (f["method"] == "dmwa") & label.str.startswith(f"DMWA (weighting {weighting}, {loss})") & \
-        (f["retrieval"] == "exact") & _started(f, start) & (degraded == mismatched)
+        (f["retrieval"] == "exact") & _started(f, start) & (degraded == mismatched) & report_budget(f)
 
 
 # each method's component claims are tested from the papers' starting point (pretrained weights, with SAKE's
@@ -302,7 +304,7 @@ def convergence(frame: pd.DataFrame, dataset: str) -> pd.DataFrame:
     training stopped, so its unseen-class numbers may be those of an under-trained model."""
     runs = frame[(frame["dataset"] == dataset) & (frame["retrieval"] == "exact") & frame["epochs"].notna()
                  & frame["best_epoch"].notna()].drop_duplicates("name")
-    runs = runs[runs["epochs"].astype(int) > 1]  # with one epoch there is nothing to select
+    runs = runs[(runs["epochs"].astype(int) > 1) & report_budget(runs)]  # one epoch: nothing to select
     if runs.empty:
         return pd.DataFrame(columns=["method", "start", "runs", "selected_last_epoch", "epochs"])
     runs = runs.assign(last=runs["best_epoch"].astype(int) == runs["epochs"].astype(int) - 1,
@@ -335,3 +337,45 @@ def cluster_context_sentence(quality: pd.DataFrame, K: int, digits: int = 2) -> 
             "transductive (it uses the gallery's photo-to-photo structure), so its gain over exact retrieval measures "
             "how well this gallery clusters as much as the method; the transductive re-ranker and the same "
             "comparison from scratch above are its controls.")
+
+
+def _cell(r: pd.Series, digits: int) -> str:
+    interval = f" [{r['ci_low']:+.{digits}f}, {r['ci_high']:+.{digits}f}]" if r["n"] >= 2 else ""
+    fragile = ", fragile" if r.get("fragile") else ""
+    return f"{r['difference']:+.{digits}f}{interval} ({r['n']} seeds): {r['verdict']}{fragile}"
+
+
+def side_by_side(tables: dict[str, pd.DataFrame], digits: int = 3) -> pd.DataFrame:
+    """The claims of several benchmarks (data set -> its ``claim_table``) side by side: one row per claim, one column
+    per benchmark with the paired difference, its 95 % interval, the seeds and the verdict ("fragile" when it is);
+    an empty cell where a benchmark did not test the claim. Each table keeps its own Holm family."""
+    cells = {d: {r["claim"]: _cell(r, digits) for _, r in t.iterrows()} for d, t in tables.items() if len(t)}
+    claims = list(dict.fromkeys(c for d in cells for c in cells[d]))
+    rows = [{"claim": c, **{d: cells[d].get(c, "") for d in cells}} for c in claims]
+    return pd.DataFrame(rows, columns=["claim", *cells])
+
+
+def _plain(r: pd.Series) -> str:
+    return "fragile" if r.get("fragile") else r["verdict"]
+
+
+def side_by_side_sentences(tables: dict[str, pd.DataFrame], digits: int = 3) -> list[str]:
+    """What changes between benchmarks: for each claim tested on all of them, whether its verdict (fragile counted as
+    its own verdict) is the same everywhere, and the differences where it is not."""
+    tested = {d: t.set_index("claim") for d, t in tables.items() if len(t)}
+    if len(tested) < 2:
+        missing = [d for d in tables if d not in tested]
+        return [f"Only {', '.join(tested) or 'no benchmark'} has claims with results on both sides; "
+                f"{', '.join(missing)} has none yet, so nothing can be compared across benchmarks."]
+    names = list(tested)
+    common = [c for c in tested[names[0]].index if all(c in t.index for t in tested.values())]
+    same = [c for c in common if len({_plain(t.loc[c]) for t in tested.values()}) == 1]
+    out = [f"{len(common)} claims were tested on each of {', '.join(names)}; {len(same)} keep their verdict on every "
+           f"one of them" + (f" ({'; '.join(f'{c}: {_plain(tested[names[0]].loc[c])}' for c in same)})." if same
+                             else ".")]
+    for c in common:
+        if c in same:
+            continue
+        each = ", ".join(f"{d} {t.loc[c, 'difference']:+.{digits}f} ({_plain(t.loc[c])})" for d, t in tested.items())
+        out.append(f"\"{c}\" changes with the benchmark: {each}.")
+    return out

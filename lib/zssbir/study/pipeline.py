@@ -41,7 +41,9 @@ class Step:
 
 def load_pipeline(path: str | Path | None = None) -> list[Step]:
     """The steps of a pipeline file. A file with ``extends: <other pipeline file>`` (beside it) runs every step of
-    that file, plus its own steps, each placed right after the step its ``after`` names (else at the end)."""
+    that file, plus its own steps, each placed right after the step its ``after`` names (else at the end); an entry
+    ``{update: <step name>, parameters: {...}}`` instead changes report parameters of that step (merged over them;
+    e.g. more seeds, reusing every run the other file trains), and may replace its description."""
     path = Path(path) if path else paths.notebooks_dir() / "pipeline.yml"
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     # top-level keys other than 'steps' (and 'extends') may hold YAML anchors shared by the steps
@@ -51,6 +53,9 @@ def load_pipeline(path: str | Path | None = None) -> list[Step]:
         set(Step.__dataclass_fields__)
     for i, entry in enumerate(raw["steps"]):
         entry = dict(entry)
+        if raw.get("extends") and "update" in entry:
+            _update(steps, entry, path)
+            continue
         after = entry.pop("after", None) if raw.get("extends") else None
         unknown = set(entry) - known
         if unknown:
@@ -67,6 +72,17 @@ def load_pipeline(path: str | Path | None = None) -> list[Step]:
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: step names must be unique, got {names}")
     return steps
+
+
+def _update(steps: list[Step], entry: dict, path: Path) -> None:
+    """Apply an ``update`` entry of an extending pipeline file to the step it names."""
+    name, extra = entry.pop("update"), set(entry) - {"parameters", "description"}
+    target = next((s for s in steps if s.name == name), None)
+    if target is None or extra or not isinstance(entry.get("parameters", {}), dict):
+        raise ValueError(f"{path}: an update entry names a step of {[s.name for s in steps]} and gives only "
+                         f"'parameters' (a mapping) and 'description'; got update {name!r} with {sorted(entry)}")
+    target.parameters = {**target.parameters, **entry.get("parameters", {})}
+    target.description = entry.get("description", target.description)
 
 
 def check_parameters(notebook: Path, parameters: dict) -> None:
@@ -207,8 +223,15 @@ def polish_html(path: str | Path) -> None:
         path.write_text(text, encoding="utf-8")
 
 
+def report_command(pipeline: str | Path | None) -> str:
+    """The command a person runs for this pipeline file: make reports, make reports-full, or the CLI's."""
+    name = Path(pipeline).name if pipeline else "pipeline.yml"
+    return {"pipeline.yml": "make reports", "pipeline_full.yml": "make reports-full"}.get(
+        name, f"zssbir reports --pipeline {pipeline}")
+
+
 def _index_html(rows: list[dict], commit: str | None, headline: dict | None = None,
-                mathjax_url: str = f"{MATHJAX_DIR}/MathJax.js?config={MATHJAX_CONFIG}") -> str:
+                mathjax_url: str = f"{MATHJAX_DIR}/MathJax.js?config={MATHJAX_CONFIG}", command: str = "make reports") -> str:
     """``index.html``: the findings (``report_index.findings_html``), then every report with its parameters, status
     and run time; equations typeset by the local MathJax at ``mathjax_url``."""
     def cell(text: str) -> str:
@@ -234,7 +257,7 @@ def _index_html(rows: list[dict], commit: str | None, headline: dict | None = No
         "table.steps td{overflow-wrap:anywhere}.verdict{font-size:1.05em}.claims li,.primer li{margin-bottom:0.4em}"
         "</style>" + FIT_TABLES_JS + "</head><body class='zssbir-index'><h1>ZS-SBIR study: ClusterRetri and DMWA</h1>"
         f"<p>Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from commit "
-        f"{html.escape(str(commit))} by <code>make reports</code>.</p>"
+        f"{html.escape(str(commit))} by <code>{html.escape(command)}</code>.</p>"
         + findings_html(headline, available)
         + "<h2>The reports</h2>"
         "<table class='steps'><tr><th>report</th><th>what it shows</th><th>notebook</th><th>parameters</th><th>status</th><th>run time</th></tr>"
@@ -272,8 +295,8 @@ def run_pipeline(pipeline: str | Path | None = None, *, out_dir: str | Path | No
             break
     commit = git_commit()
     (out / "index.json").write_text(json.dumps({"commit": commit, "steps": rows}, indent=2), encoding="utf-8")
-    (out / "index.html").write_text(_index_html(rows, commit, read_headline(out), mathjax_assets(out)),
-                                    encoding="utf-8")
+    (out / "index.html").write_text(_index_html(rows, commit, read_headline(out), mathjax_assets(out),
+                                                report_command(pipeline)), encoding="utf-8")
     if failure is not None:
         raise RuntimeError(f"report step failed; the executed notebook in {out} shows where") from failure
     return rows

@@ -26,6 +26,14 @@ def render(headline: dict, figure: str | None, command: str = "make reports") ->
     if headline.get("claims"):
         lines += ["The papers' claims on this benchmark (paired over seeds, computed by `zssbir.study.findings`):", ""]
         lines += [f"- {sentence}" for sentence in headline["claims"]] + [""]
+    if headline.get("context"):
+        lines += ["Their context: how long the runs trained, and the fine-tuning budget the validation curves choose:",
+                  ""] + [f"- {sentence}" for sentence in headline["context"]] + [""]
+    if headline.get("benchmarks_markdown"):
+        lines += ["The same claims on both miniatures (the hard one, `synthetic_hard`: colours and fills drawn per "
+                  "photo, 25 unseen classes; each benchmark Holm-corrected on its own; paired difference of mAP@all "
+                  "[95 % CI], seeds, verdict):", "", headline["benchmarks_markdown"].strip(), ""]
+        lines += [f"- {sentence}" for sentence in headline.get("benchmark_sentences", [])] + [""]
     if figure:
         lines += [f"![{Path(figure).stem}]({figure})", ""]
     lines.append(END)
@@ -61,10 +69,12 @@ def update_readme(readme: str | Path | None = None, reports: str | Path | None =
 
 
 def write_headline(frame, dataset: str, metrics, study, figures: list[Path], *, claims: list[str],
-                   convention_run: str, reports: str | Path | None = None) -> Path:
+                   convention_run: str, reports: str | Path | None = None, benchmarks=None,
+                   benchmark_sentences: list[str] = (), context: list[str] = ()) -> Path:
     """``<reports>/tables/headline.json``: the study table of ``dataset`` (rows with mean, std and seeds,
-    each column's convention, its Markdown), the claim sentences, the figures (paths relative to the
-    reports folder) and where it all came from; ``update_readme`` reads it."""
+    each column's convention, its Markdown), the claim sentences and their ``context`` (convergence, budget), the claims on every benchmark side by side
+    (``benchmarks``: ``findings.side_by_side``, with its sentences) when more than one has them, the figures (paths
+    relative to the reports folder) and where it all came from; ``update_readme`` reads it."""
     from datetime import datetime, timezone
 
     from ..runtime import git_commit
@@ -73,7 +83,11 @@ def write_headline(frame, dataset: str, metrics, study, figures: list[Path], *, 
     reports = Path(reports) if reports else paths.reports_dir()
     data = {**headline(frame, dataset, metrics), "markdown": to_markdown(study), "claims": list(claims),
             "figures": [Path(f).resolve().relative_to(reports.resolve()).as_posix() for f in figures],
-            "convention_run": convention_run,
+            "convention_run": convention_run, "context": list(context),
+            "benchmarks_markdown": (to_markdown(benchmarks.set_index("claim"))
+                                    if benchmarks is not None and benchmarks.shape[1] > 2 else ""),
+            "benchmark_sentences": list(benchmark_sentences) if benchmarks is not None and benchmarks.shape[1] > 2
+            else [],
             "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": git_commit()}
     target = reports / "tables" / "headline.json"
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from . import published_numbers
@@ -64,6 +65,18 @@ def study_frame(source: str | Path) -> pd.DataFrame:
     return row_labels(results_frame(records))
 
 
+def report_budget(frame: pd.DataFrame) -> pd.Series:
+    """Whether each row's run was trained for its method's usual number of epochs on its data set (the most common
+    one: the report's budget); rows without a recorded length count as such. Runs trained longer or shorter (the
+    budget check of make reports-full) get their own rows and stay out of the claims."""
+    if "epochs" not in frame:
+        return pd.Series(True, index=frame.index)
+    epochs = frame["epochs"]
+    usual = frame.assign(e=epochs).groupby(["dataset", "method"])["e"].transform(
+        lambda e: e.mode().iloc[0] if e.notna().any() else np.nan)
+    return epochs.isna() | (epochs == usual)
+
+
 def row_labels(frame: pd.DataFrame) -> pd.DataFrame:
     """A ``results_frame`` with its ``procedure`` and final ``row`` label per file (see ``study_frame``)."""
     frame = frame.copy()
@@ -86,6 +99,9 @@ def row_labels(frame: pd.DataFrame) -> pd.DataFrame:
     scored = frame["method"] != "chance"
     both = scored & (frame[scored].groupby("dataset")["protocol"].transform("nunique").reindex(frame.index) > 1)
     frame.loc[both, "row"] = frame.loc[both, "row"] + ", " + frame.loc[both, "protocol"] + " lists"
+    longer = runs & ~report_budget(frame)  # e.g. the budget check's longer runs of make reports-full
+    frame.loc[longer, "row"] = frame.loc[longer, "row"] + ", " + frame.loc[longer, "epochs"].map(
+        lambda e: f"{int(e)} epochs")
     original = frame["photo_set"] == ORIGINAL  # e.g. Sketchy without EXTEND_image_sketchy: not the Ext benchmark
     frame.loc[original, "row"] = frame.loc[original, "row"] + ", original photos only (no extended set)"
     return frame
