@@ -10,7 +10,7 @@ import torch
 
 from ..eval.domain_gap import channel_softmax, gap_table
 from ..training.losses import alignment_kl
-from ..viz import embedding_scatter
+from ..viz import display_name, embedding_scatter, lda_key, lda_label, palette_colour
 
 
 def per_class_subsample(labels, per_class: int, rng: np.random.Generator) -> np.ndarray:
@@ -31,9 +31,16 @@ def umap_points(runs: dict[str, dict], *, per_class: int = 60, seed: int = 0):
                np.asarray(pl)[pi]]), np.array(["sketch"] * len(si) + ["photo"] * len(pi)))
 
 
-def umap_panels(runs: dict[str, dict], class_names, *, per_class: int = 60, neighbors: int = 15, seed: int = 0):
-    """One UMAP panel per run of the L2-normalised sketch (crosses) and photo (dots) features, coloured by class;
-    one legend, right of the last panel."""
+def run_title(label: str, lambda_da: dict | None = None) -> str:
+    """How a figure names a run: 'with L_DA (weight 0.1)' when ``lambda_da`` ({run label: L_DA weight}) has its
+    weight, else its label."""
+    return lda_label(lambda_da[label]) if lambda_da and label in lambda_da else label
+
+
+def umap_panels(runs: dict[str, dict], class_names, *, per_class: int = 60, neighbors: int = 15, seed: int = 0,
+                lambda_da: dict | None = None):
+    """One UMAP panel per run of the L2-normalised sketch (crosses) and photo (dots) features, coloured by class,
+    titled by ``run_title``; one legend, right of the last panel."""
     import umap
 
     fig, axes = plt.subplots(1, len(runs), figsize=(5.5 * len(runs) + 1.8, 5), squeeze=False)
@@ -41,7 +48,7 @@ def umap_panels(runs: dict[str, dict], class_names, *, per_class: int = 60, neig
                                                                                        seed=seed))):
         # n_jobs=1 is what a seed implies anyway: UMAP would otherwise warn (a stderr box in the report)
         points = umap.UMAP(n_neighbors=neighbors, random_state=seed, n_jobs=1).fit_transform(x)
-        embedding_scatter(points, [class_names[c] for c in classes], domains, ax=ax, title=label,
+        embedding_scatter(points, [class_names[c] for c in classes], domains, ax=ax, title=run_title(label, lambda_da),
                           legend=i == len(runs) - 1)
     fig.tight_layout()
     return fig
@@ -72,19 +79,20 @@ def domain_mixing(runs: dict[str, dict], *, per_class: int = 60, k: int = 10, se
     return pd.DataFrame(rows).set_index("run")
 
 
-def channel_profiles(runs: dict[str, dict], *, seed: int = 0):
-    """(figure, table): per run, the channel softmax of each sample sorted in decreasing order (mean and
-    10-90th percentile band) for sketches, photos and Gaussian draws; and the L_DA value
-    (``losses.alignment_kl`` against fresh N(0, I) draws) of each run's features per domain."""
+def channel_profiles(runs: dict[str, dict], *, seed: int = 0, lambda_da: dict | None = None):
+    """(figure, table): per run (titled by ``run_title``), the channel softmax of each sample sorted in decreasing
+    order (mean and 10-90th percentile band) for sketches and photos in the palette's domain colours and for Gaussian
+    draws; and the L_DA value (``losses.alignment_kl`` against fresh N(0, I) draws) of each run's features per
+    domain."""
     gen = torch.Generator().manual_seed(seed)
     fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 3.6), sharey=True, squeeze=False)
     rows = []
     for ax, (label, feats) in zip(axes[0], runs.items()):
-        for domain, colour in (("sketch", "C0"), ("photo", "C1")):
-            f = feats[domain][0]
+        for domain in ("sketch", "photo"):
+            f, colour = feats[domain][0], palette_colour("domain", domain)
             profile = -np.sort(-channel_softmax(f), axis=1)
             rank = np.arange(1, profile.shape[1] + 1)  # channel rank counted from 1 (a log axis drops 0)
-            ax.plot(rank, profile.mean(0), color=colour, label=domain)
+            ax.plot(rank, profile.mean(0), color=colour, label=display_name("domain", domain))
             ax.fill_between(rank, *np.percentile(profile, [10, 90], axis=0), color=colour,
                             alpha=0.2)
             z = torch.randn(f.shape, generator=gen)
@@ -92,7 +100,7 @@ def channel_profiles(runs: dict[str, dict], *, seed: int = 0):
                          "L_DA on test features": float(alignment_kl(torch.from_numpy(f), z))})
         z = torch.randn(f.shape, generator=gen).numpy()
         ax.plot(rank, -np.sort(-channel_softmax(z), axis=1).mean(0), "k--", label="softmax of N(0, I)")
-        ax.set(xscale="log", yscale="log", xlabel="channel rank", title=label)
+        ax.set(xscale="log", yscale="log", xlabel="channel rank", title=run_title(label, lambda_da))
     axes[0][0].set_ylabel("softmax probability")
     axes[0][0].legend(fontsize=9)
     fig.tight_layout()
@@ -103,15 +111,19 @@ def channel_profiles(runs: dict[str, dict], *, seed: int = 0):
 GAP_MEASURES = {"mmd": "squared MMD", "frechet": "Fréchet distance"}
 
 
-def domain_gaps(runs: dict[str, dict], class_names, *, seed: int = 0):
+def domain_gaps(runs: dict[str, dict], class_names, *, seed: int = 0, lambda_da: dict | None = None):
     """(table, figure): MMD and Frechet distance between sketch and photo features, overall and per
-    class, side by side for the runs (one legend above the panels)."""
+    class, side by side for the runs (one legend above the panels, runs named by ``run_title``; with ``lambda_da``,
+    the bars in the palette's colours of L_DA on and off)."""
     gap = pd.concat({label: gap_table(*feats["sketch"], *feats["photo"], class_names=class_names, seed=seed)
                      for label, feats in runs.items()}, axis=1)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for ax, (measure, name) in zip(axes, GAP_MEASURES.items()):
         shown = gap.xs(measure, axis=1, level=1).rename(index={"(all)": "whole split"})
-        shown.plot.bar(ax=ax, width=0.75, legend=False)
+        colours = ([palette_colour("lda", lda_key(lambda_da[r])) for r in shown.columns]
+                   if lambda_da and all(r in lambda_da for r in shown.columns) else None)
+        shown.rename(columns=lambda r: run_title(r, lambda_da)).plot.bar(ax=ax, width=0.75, legend=False,
+                                                                         color=colours)
         ax.set(title=f"sketch-photo {name} (smaller: closer)", xlabel="", ylabel=name)
         ax.tick_params(axis="x", rotation=90, labelsize=9)
     fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center", ncol=len(runs), fontsize=9, frameon=False)

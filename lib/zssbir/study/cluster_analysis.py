@@ -14,7 +14,7 @@ import pandas as pd
 from .. import paths
 from ..eval.cluster_grid import cluster_stats
 from ..eval.cluster_retrieval import ClusterIndex, DEFAULT_SEED, evaluate_clustered
-from ..viz import metric_name
+from ..viz import metric_name, palette_colour
 from .closing import count_of, listed, signed
 
 
@@ -111,7 +111,8 @@ def quality_figure(quality: pd.DataFrame, n_classes: int, used_K: int | None = N
 def grid_heatmaps(grid: pd.DataFrame, exact_map: float, variants: Sequence[str] = ("adc", "rerank"),
                   metric: str = "map@all", used: dict | None = None):
     """One heat map of ``metric`` over M x K per variant (ties random for adc, by exact distance for rerank), on ONE
-    colour scale with one colour bar (exact retrieval marked on it); 01's setting framed."""
+    colour scale with one colour bar (exact retrieval marked on it, named in its palette colour); 01's setting
+    framed."""
     import seaborn as sns
 
     shown = grid[(grid["metric"] == metric) & (grid["ties"] != "stable") & grid["variant"].isin(variants)]
@@ -130,7 +131,8 @@ def grid_heatmaps(grid: pd.DataFrame, exact_map: float, variants: Sequence[str] 
     bar = fig.colorbar(axes[0].collections[0], cax=axes[-1])
     bar.set_label(f"{metric_name(metric)} (one scale for both)")
     bar.ax.axhline(exact_map, color="white", lw=2)
-    bar.ax.text(-0.3, exact_map, "exact", ha="right", va="center", fontsize=9, transform=bar.ax.get_yaxis_transform())
+    bar.ax.text(-0.3, exact_map, "exact", ha="right", va="center", fontsize=9, transform=bar.ax.get_yaxis_transform(),
+                color=palette_colour("procedure", "exact"))
     fig.suptitle(f"cluster-then-retrieve over M x K on the unseen classes (exact retrieval {exact_map:.3f}"
                  + (f"; framed: 01's setting" if used else "") + ")", fontsize=10)
     fig.tight_layout()

@@ -166,8 +166,11 @@ def tie_spread(frame: pd.DataFrame) -> pd.DataFrame:
 
 def plot_deltas(frame: pd.DataFrame, metrics: Sequence[str] = ("map@all", "prec@100"), ax_width: float = 5.5):
     """One panel per metric: the delta of every setting against the reference (random tie orders as
-    several dots on one line), one colour per scores. Returns the figure."""
+    several dots on one line), one marker per scores, each in its procedure's palette colour and named by its
+    display name (``viz.procedure_label``). Returns the figure."""
     import matplotlib.pyplot as plt
+
+    from ..viz import metric_name, palette_colour, procedure_label, procedure_of
 
     frame = frame[frame["metric"].isin(metrics)]
     shown = frame.sort_values("axis", key=lambda a: a.map(AXES.index), kind="stable")
@@ -179,9 +182,10 @@ def plot_deltas(frame: pd.DataFrame, metrics: Sequence[str] = ("map@all", "prec@
         part = frame[frame["metric"] == metric]
         for (name, rows), marker in zip(part.groupby("scores", sort=False), "os^Dv"):
             ax.scatter(rows["delta"], [y[f"{a}: {s}"] for a, s in zip(rows["axis"], rows["setting"])],
-                       label=name, marker=marker, alpha=0.75)
+                       label=procedure_label(name), marker=marker, alpha=0.75,
+                       color=palette_colour("procedure", procedure_of(name)))
         ax.axvline(0, color="grey", lw=0.8)
-        ax.set_title(f"{metric}: change against the reference")
+        ax.set_title(f"{metric_name(metric)}: change against the reference")
         ax.set_xlabel("value - reference value")
     axes[0][0].set_yticks(range(len(settings)), settings)
     axes[0][0].invert_yaxis()

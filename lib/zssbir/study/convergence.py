@@ -22,13 +22,19 @@ VALIDATION = "val_map@all"
 
 
 def validation_curves(frame: pd.DataFrame, dataset: str, runs_root: str | Path | None = None) -> pd.DataFrame:
-    """One row per run of ``dataset`` (the results files' exact-retrieval rows) and epoch: method, start, the run's
-    number of epochs, seed, epoch (from 1) and the validation mAP@all of its ``history.json``; runs without a
-    history are left out."""
+    """One row per run of ``dataset`` (the results files' exact-retrieval rows) and epoch: method, start (a key of
+    ``runs.STARTS``: "pretrained_nokd" for pretrained runs without distillation where the method's pretrained runs
+    differ in it, as the tables mark them), the run's number of epochs, seed, epoch (from 1) and the validation
+    mAP@all of its ``history.json``; runs without a history are left out."""
     root = Path(runs_root) if runs_root else paths.runs_dir() / "train"
     part = frame[(frame["dataset"] == dataset) & (frame["retrieval"] == "exact") & frame["epochs"].notna()]
+    part = part.drop_duplicates("name")
+    if "lambda_kd" in part:
+        kd, pretrained = part["lambda_kd"].astype(float), part["start"] == "pretrained"
+        varies = part[pretrained].assign(kd=kd).groupby("method")["kd"].transform("nunique").reindex(part.index)
+        part = part.assign(start=part["start"].mask(pretrained & (varies > 1) & (kd == 0), "pretrained_nokd"))
     rows = []
-    for r in part.drop_duplicates("name").itertuples():
+    for r in part.itertuples():
         run = r.name.split("__")[0]
         history = root / run / "history.json"
         if not history.is_file():
@@ -72,6 +78,8 @@ def budget_sentences(table: pd.DataFrame, share: float = SHARE) -> list[str]:
     if table.empty:
         return ["No run was trained longer than the report's budget (`make reports-full` trains them), so the curves "
                 "cannot say whether that budget is enough."]
+    from ..viz import method_name
+
     out = []
     for r in table.itertuples():
         verdict = (f"the report's {_epochs(r.report_budget)} are enough" if r.chosen_budget <= r.report_budget else
@@ -79,11 +87,17 @@ def budget_sentences(table: pd.DataFrame, share: float = SHARE) -> list[str]:
                    "numbers are those of runs stopped before their plateau")
         if r.peak_epoch >= r.epochs:
             verdict += f"; the curves still rise at epoch {r.epochs}, so even that is a lower bound"
-        out.append(f"{r.method} from the {r.start} start, {r.runs} runs of {r.epochs} epochs: validation mAP@all peaks "
-                   f"at epoch {r.peak_epoch:g} (median); after {_epochs(r.report_budget)} it is at {r.share_at_budget:.0%} "
-                   f"of the peak, and every run reaches {share:.0%} of its peak by epoch {r.chosen_budget}, so "
-                   f"{verdict}.")
+        out.append(f"{method_name(r.method)} {_from(r.start)}, {r.runs} runs of {r.epochs} epochs: validation mAP@all "
+                   f"peaks at epoch {r.peak_epoch:g} (median); after {_epochs(r.report_budget)} it is at "
+                   f"{r.share_at_budget:.0%} of the peak, and every run reaches {share:.0%} of its peak by epoch "
+                   f"{r.chosen_budget}, so {verdict}.")
     return out
+
+
+def _from(start: str) -> str:
+    from ..viz import display_name
+
+    return "from scratch" if start == "scratch" else f"from the {display_name('start', start)} start"
 
 
 def _epochs(n: int) -> str:
@@ -91,9 +105,13 @@ def _epochs(n: int) -> str:
 
 
 def plot_curves(curves: pd.DataFrame, budgets: dict[str, int], title: str = ""):
-    """The mean validation curve over seeds per method, start and training length, with the report's budget marked."""
+    """The mean validation curve over seeds per method, start and training length, with the report's budget marked;
+    each start in its palette colour and display name (solid: pretrained, dashed: the other starts; thicker, with
+    squares: runs longer than the budget)."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
+
+    from ..viz import display_name, method_name, palette_colour
 
     groups = [g for g in curves.groupby(["method", "start", "epochs"], sort=True)]
     methods = sorted(curves["method"].unique())
@@ -103,13 +121,14 @@ def plot_curves(curves: pd.DataFrame, budgets: dict[str, int], title: str = ""):
             if m != method:
                 continue
             mean = part.groupby("epoch")["val"].mean()
-            ax.plot(mean.index, mean.values, marker="o", ms=3, lw=1.5 if epochs > budgets.get(m, epochs) else 1,
-                    ls="-" if start == "pretrained" else "--",
-                    label=f"{start}, {epochs} epochs ({part['seed'].nunique()} seeds)")
+            longer = epochs > budgets.get(m, epochs)
+            ax.plot(mean.index, mean.values, marker="s" if longer else "o", ms=3, lw=1.8 if longer else 1,
+                    ls="-" if start == "pretrained" else "--", color=palette_colour("start", start),
+                    label=f"{display_name('start', start)}, {epochs} epochs ({part['seed'].nunique()} seeds)")
         if method in budgets:
             ax.axvline(budgets[method], color="grey", lw=1, ls=":", label=f"the report's budget ({budgets[method]})")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set(xlabel="epoch", ylabel="seen-class validation mAP@all", title=method)
+        ax.set(xlabel="epoch", ylabel="seen-class validation mAP@all", title=method_name(method))
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)

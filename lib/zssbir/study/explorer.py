@@ -133,9 +133,12 @@ class Comparison:
     seconds: float = 0.0
 
     def sentence(self, class_names) -> str:
-        """One line: both lists' AP and first correct rank, and the cell."""
+        """One line: both lists' AP and first correct rank (lists named as the figures name them), and the cell."""
+        from ..viz import procedure_label
+
         name = class_names[self.query.label]
-        parts = [f"{r.name}: AP {r.ap:.3f}, first {name} at rank {r.first_correct}" for r in (self.exact, self.cluster)]
+        parts = [f"{procedure_label(r.name)}: AP {r.ap:.3f}, first {name} at rank {r.first_correct}"
+                 for r in (self.exact, self.cluster)]
         cell = (f"its cell {self.cell.code} holds {len(self.cell.members)} photos, {self.cell.share:.0%} {name}"
                 + ("" if self.cell.own else " (its own cell is empty: the nearest occupied cell)"))
         return f"{self.query.source}: " + "; ".join(parts) + f"; {cell}."
@@ -338,8 +341,11 @@ def _frame(ax, colour: str, width: float = 3.0) -> None:
 
 def comparison_figure(explorer: Explorer, shown: Comparison, size: float = 1.45):
     """The query; a row per list (exact; cluster-then-retrieve) of its top photos framed green (query's class) or
-    red, each titled with its rank and class, the row labelled with AP and first correct rank; a last row of photos
-    of the query's PQ cell with its share of the query's class."""
+    red, each titled with its rank and class, the row labelled in its procedure's palette colour and display name
+    with AP and first correct rank; a last row of photos of the query's PQ cell with its share of the query's class.
+    Frames in the palette's relevance colours."""
+    from ..viz import palette_colour, procedure_label, procedure_of
+
     k = len(shown.exact.top)
     names = explorer.class_names
     target = names[shown.query.label]
@@ -353,17 +359,17 @@ def comparison_figure(explorer: Explorer, shown: Comparison, size: float = 1.45)
     axes[0, 1].text(0.0, 0.5, f"query: {shown.query.source}\nscored against class {target} "
                     f"({shown.exact.n_relevant} photos of {explorer.gallery_size})", fontsize=8, va="center",
                     transform=axes[0, 1].transAxes)
-    rows = [(shown.exact, f"exact\nAP {shown.exact.ap:.3f}\nfirst {target}\nat rank {shown.exact.first_correct}"),
-            (shown.cluster, shown.cluster.name.replace("cluster ", "cluster\n")
-             + f"\nAP {shown.cluster.ap:.3f}\nfirst {target}\nat rank {shown.cluster.first_correct}")]
-    for row, (r, label) in enumerate(rows, start=1):
-        axes[row, 0].text(1.0, 0.5, label, fontsize=8, ha="right", va="center", transform=axes[row, 0].transAxes)
+    for row, r in enumerate((shown.exact, shown.cluster), start=1):
+        label = (procedure_label(r.name).replace(", ", "\n", 1)  # 'cluster-then-retrieve\nM=2 K=16 rerank'
+                 + f"\nAP {r.ap:.3f}\nfirst {target}\nat rank {r.first_correct}")
+        axes[row, 0].text(1.0, 0.5, label, fontsize=8, ha="right", va="center", transform=axes[row, 0].transAxes,
+                          color=palette_colour("procedure", procedure_of(r.name)))
         for c, j in enumerate(r.top[:k]):
             ax = axes[row, c + 1]
             ax.axis("on")
             ax.imshow(explorer.photo(int(j)))
             ax.set_title(f"{c + 1}. {names[explorer.photo_labels[j]]}", fontsize=8)
-            _frame(ax, "tab:green" if r.relevant[c] else "tab:red")
+            _frame(ax, palette_colour("relevance", bool(r.relevant[c])))
     axes[3, 0].text(1.0, 0.5, f"PQ cell {cell.code}{'' if cell.own else ' (nearest occupied)'}\n"
                     f"{len(cell.members)} photos\n{cell.share:.0%} {target}", fontsize=8, ha="right", va="center",
                     transform=axes[3, 0].transAxes)
@@ -372,7 +378,7 @@ def comparison_figure(explorer: Explorer, shown: Comparison, size: float = 1.45)
         ax.axis("on")
         ax.imshow(explorer.photo(int(j)))
         ax.set_title(names[explorer.photo_labels[j]], fontsize=8)
-        _frame(ax, "tab:green" if explorer.photo_labels[j] == shown.query.label else "tab:red", 1.5)
+        _frame(ax, palette_colour("relevance", bool(explorer.photo_labels[j] == shown.query.label)), 1.5)
     fig.suptitle("exact retrieval and cluster-then-retrieve of one query (green: the query's class), and its PQ cell",
                  fontsize=10)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.02, wspace=0.15, hspace=0.45)

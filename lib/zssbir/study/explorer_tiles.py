@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from PIL import Image, ImageDraw
 
+from ..viz import palette_colour
 from .explorer import Comparison, Explorer, Ranking
 
 
@@ -29,10 +30,11 @@ def tiles_image(images, frames, captions=None, *, ncols: int = 4, tile: int = 84
 
 
 def ranking_image(explorer: Explorer, ranking: Ranking, **kwargs) -> Image.Image:
-    """The top photos of one list, framed green (the query's class) or red, captioned with rank and class."""
+    """The top photos of one list, framed green (the query's class) or red (the palette's relevance colours),
+    captioned with rank and class."""
     names = explorer.class_names
     return tiles_image([explorer.photo(int(j)) for j in ranking.top],
-                       ["#2ca02c" if ok else "#d62728" for ok in ranking.relevant],
+                       [palette_colour("relevance", bool(ok)) for ok in ranking.relevant],
                        [f"{i + 1}. {names[explorer.photo_labels[j]]}" for i, j in enumerate(ranking.top)], **kwargs)
 
 
@@ -41,5 +43,6 @@ def cell_image(explorer: Explorer, shown: Comparison, n: int = 8, **kwargs) -> I
     members = shown.cell.members[:n]
     names = explorer.class_names
     return tiles_image([explorer.photo(int(j)) for j in members],
-                       ["#2ca02c" if explorer.photo_labels[j] == shown.query.label else "#d62728" for j in members],
+                       [palette_colour("relevance", bool(explorer.photo_labels[j] == shown.query.label))
+                        for j in members],
                        [names[explorer.photo_labels[j]] for j in members], **kwargs)

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 import ipywidgets as W
 
 from ..eval.cluster_retrieval import DEFAULT_FUSE_WEIGHT, VARIANTS
+from ..viz import procedure_label
 from .explorer import Explorer
 from .explorer_pairs import PairProbe, attention_figure
 from .explorer_tiles import cell_image, ranking_image
@@ -175,7 +176,7 @@ class ExplorerApp:
         self.query_image.value = _png(query.image.resize((128, 128)))
         for text, image, r in ((self.exact_text, self.exact_image, shown.exact),
                                (self.cluster_text, self.cluster_image, shown.cluster)):
-            text.value = (f"<b>{html.escape(r.name)}</b>: AP <b>{r.ap:.3f}</b>, first {target} at rank "
+            text.value = (f"<b>{html.escape(procedure_label(r.name))}</b>: AP <b>{r.ap:.3f}</b>, first {target} at rank "
                           f"<b>{r.first_correct}</b> ({r.n_relevant} {target} photos in the gallery); top photo's "
                           f"{r.score_kind} {r.scores[0]:.4f}")
             _show(image, ranking_image(self.explorer, r))

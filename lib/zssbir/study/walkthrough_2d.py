@@ -198,14 +198,28 @@ def tie_study(points: np.ndarray, labels: np.ndarray, query, query_label: int, *
     return frame
 
 
+# plot_ties: the procedure and line style of each tie policy of ``tie_study`` drawn as a line
+_TIE_LINES = {"exact": ("exact", "-"), "adc, ties stable (list order)": ("cluster", "--"),
+              "rerank (ties by exact distance)": ("cluster", ":")}
+
+
 def plot_ties(frame: pd.DataFrame):
-    """The AP of every random tie order (dots) against the stable order, rerank and exact retrieval (lines)."""
+    """The AP of every random tie order (dots) against the stable order, rerank and exact retrieval (lines), in the
+    palette's procedure colours (cluster-then-retrieve's tie policies told apart by line style)."""
+    from ..viz import display_name, palette_colour
+
+    def named(procedure, policy):  # 'exact retrieval', 'cluster-then-retrieve, adc, ties random'
+        name = display_name("procedure", procedure)
+        return name if procedure == "exact" else f"{name}, {policy}"
+
     fig, ax = plt.subplots(figsize=(7, 3))
     rnd = frame[frame["policy"] == "adc, ties random"]
-    ax.scatter(rnd["AP"], np.zeros(len(rnd)) + np.linspace(-0.15, 0.15, len(rnd)), s=20, label="adc, ties random (seeds)")
-    for (policy, value), colour in zip(frame[frame["seed"].isna()][["policy", "AP"]].itertuples(index=False),
-                                       ("k", "tab:red", "tab:green")):
-        ax.axvline(value, color=colour, ls="--", label=f"{policy}: {value:.3f}")
+    ax.scatter(rnd["AP"], np.zeros(len(rnd)) + np.linspace(-0.15, 0.15, len(rnd)), s=20,
+               color=palette_colour("procedure", "cluster"), label=named("cluster", "adc, ties random (seeds)"))
+    for policy, value in frame[frame["seed"].isna()][["policy", "AP"]].itertuples(index=False):
+        procedure, style = _TIE_LINES.get(policy, ("cluster", "-."))
+        ax.axvline(value, color=palette_colour("procedure", procedure), ls=style,
+                   label=f"{named(procedure, policy)}: {value:.3f}")
     ax.set(xlabel="AP of the query", yticks=[], ylim=(-0.5, 0.5),
            title=f"one query, M = 1, K = {frame.attrs.get('K')}: the same clusters, different tie orders")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
