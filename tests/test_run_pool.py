@@ -1,0 +1,67 @@
+"""Runs trained side by side (study.run_pool): the same weights and history as the same runs trained one after the
+other in this process, only unfinished runs start a process, the number of runs at once follows the cores and the
+thread count (or ZSSBIR_PARALLEL_RUNS), and a run's error reaches the caller."""
+import json
+
+import pytest
+import torch
+
+from zssbir.study import run_pool, runs
+from zssbir.training.config import TrainConfig
+from zssbir.training.identity import default_run_dir
+
+TINY = dict(dataset="synthetic_tiny", image_size=32, embed_dim=32, batch_size=12, epochs=2, max_steps_per_epoch=2,
+            torch_threads=1, backbone_params={"width": 32, "depth": 1, "heads": 2, "stem_channels": (8, 16, 32)})
+
+
+def configs() -> list[TrainConfig]:
+    return [TrainConfig(**TINY, seed=0), TrainConfig(**TINY, method="dmwa", lambda_da=0.0, seed=1)]
+
+
+def trained_state(config: TrainConfig) -> tuple[dict, list]:
+    run_dir = default_run_dir(config)
+    return (torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False)["model"],
+            json.loads((run_dir / "history.json").read_text()))
+
+
+def test_side_by_side_runs_equal_runs_one_after_the_other(isolated_dirs, monkeypatch):
+    with run_pool.RunPool(configs(), workers=2) as pool:
+        assert pool.workers == 2
+        for config in configs():
+            pool.wait(config)
+    side_by_side = [trained_state(c) for c in configs()]
+    monkeypatch.setenv("ZSSBIR_RUNS", str(isolated_dirs / "sequential"))
+    for config in configs():
+        runs.train_run(config, progress=False)
+    for (weights, history), config in zip(side_by_side, configs()):
+        seq_weights, seq_history = trained_state(config)
+        assert [{k: v for k, v in h.items() if "time" not in k and "seconds" not in k} for h in history] == \
+               [{k: v for k, v in h.items() if "time" not in k and "seconds" not in k} for h in seq_history]
+        assert weights.keys() == seq_weights.keys()
+        assert all(torch.equal(weights[k], seq_weights[k]) for k in weights)
+    # finished runs start no process: the caller only reopens them
+    assert run_pool.RunPool(configs(), workers=2).workers == 0
+
+
+def test_how_many_runs_at_once(monkeypatch):
+    monkeypatch.delenv(run_pool.ENV, raising=False)
+    monkeypatch.setattr(run_pool, "available_cores", lambda: 8)
+    one_thread, two_threads = TrainConfig(torch_threads=1, device="cpu"), TrainConfig(torch_threads=2, device="cpu")
+    assert run_pool.parallel_runs([one_thread]) == 8
+    assert run_pool.parallel_runs([one_thread, two_threads]) == 4
+    assert run_pool.parallel_runs([TrainConfig(device="cpu")]) == 1  # torch's own thread count takes every core
+    monkeypatch.setattr(run_pool, "resolve_device", lambda device: torch.device("cuda"))
+    assert run_pool.parallel_runs([one_thread]) == 1  # an accelerator trains one run at a time
+    monkeypatch.setenv(run_pool.ENV, "3")
+    assert run_pool.parallel_runs([one_thread]) == 3
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv(run_pool.ENV, bad)
+        with pytest.raises(ValueError, match="ZSSBIR_PARALLEL_RUNS.*whole number"):
+            run_pool.parallel_runs([one_thread])
+
+
+def test_a_run_that_fails_in_the_pool_raises_its_error_in_the_caller(isolated_dirs):
+    broken = TrainConfig(**{**TINY, "dataset": "sketchy_ext_split1"}, data_root=str(isolated_dirs / "nothing"))
+    with run_pool.RunPool([broken, configs()[0]], workers=2) as pool:
+        with pytest.raises(Exception, match="sketchy_ext_split1"):
+            pool.wait(broken)
