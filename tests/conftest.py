@@ -70,3 +70,18 @@ def interrupt_forward(monkeypatch, model_cls, at_call: int, method: str = "forwa
 
     monkeypatch.setattr(model_cls, method, crash)
     return lambda: monkeypatch.setattr(model_cls, method, original)
+
+
+def count_worker_starts(monkeypatch) -> list[str]:
+    """The class of the Dataset of every multi-process loader iterator created from now on (each starts its
+    workers): a test counts worker start-ups by the entries of the returned list."""
+    from torch.utils.data import dataloader
+
+    starts, original = [], dataloader._MultiProcessingDataLoaderIter.__init__
+
+    def init(self, loader_, *args, **kwargs):
+        starts.append(type(loader_.dataset).__name__)
+        return original(self, loader_, *args, **kwargs)
+
+    monkeypatch.setattr(dataloader._MultiProcessingDataLoaderIter, "__init__", init)
+    return starts

@@ -3,7 +3,6 @@ included, are those of the loader rebuilt every epoch, the workers start once, a
 to the weights and history of one with fresh loaders."""
 import pytest
 import torch
-from torch.utils.data import dataloader
 
 from zssbir.data.datasets import load_split
 from zssbir.data.quadruplets import QuadrupletDataset, QuadrupletSampler, quadruplet_batches, stack_quadruplets
@@ -16,7 +15,7 @@ from zssbir.training import batches as training_batches
 from zssbir.training.config import TrainConfig
 from zssbir.training.loop import train
 
-from conftest import interrupt_forward
+from conftest import count_worker_starts, interrupt_forward
 
 TINY = dict(method="dmwa", lambda_da=0.0, dataset="synthetic_tiny", image_size=32, embed_dim=32, batch_size=16,
             epochs=3, max_steps_per_epoch=3, augment=True, torch_threads=1,
@@ -41,18 +40,6 @@ def rebuilt_epoch(data: dict, config: TrainConfig, epoch: int) -> list[dict]:
     return [stack_quadruplets(b) for b in loader]
 
 
-def count_iterators(monkeypatch) -> list[str]:
-    """The class of the Dataset of every multi-process loader iterator created (each starts its workers)."""
-    starts, original = [], dataloader._MultiProcessingDataLoaderIter.__init__
-
-    def init(self, loader_, *args, **kwargs):
-        starts.append(type(loader_.dataset).__name__)
-        return original(self, loader_, *args, **kwargs)
-
-    monkeypatch.setattr(dataloader._MultiProcessingDataLoaderIter, "__init__", init)
-    return starts
-
-
 @pytest.fixture
 def data(isolated_dirs):
     ensure_dataset("synthetic_tiny", progress=False)
@@ -68,7 +55,7 @@ def test_each_epoch_gives_the_batches_of_a_loader_rebuilt_for_it(data, monkeypat
     ``workers``)."""
     config = TrainConfig(**TINY, num_workers=num_workers)
     pool = training_batches.PersistentLoaders(num_workers) if num_workers else None
-    starts = count_iterators(monkeypatch)
+    starts = count_worker_starts(monkeypatch)
     iterators, pids = set(), set()
     try:
         for epoch, read in ((0, None), (1, 1), (2, None)):
@@ -98,7 +85,7 @@ def test_dmwa_with_persistent_workers_trains_and_resumes_as_with_fresh_loaders(i
     """Two workers, three epochs: persistent workers (one start in training) end with the weights and history of
     fresh loaders (a start per epoch), and a run cut in epoch 2 resumes to them too."""
     config = TrainConfig(**TINY, num_workers=2)
-    starts = count_iterators(monkeypatch)
+    starts = count_worker_starts(monkeypatch)
     kept = train(config, run_dir=isolated_dirs / "kept", progress=False)
     assert starts.count("_Reseeding") == 1 and "QuadrupletDataset" not in starts
     starts.clear()

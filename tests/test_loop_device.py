@@ -22,7 +22,7 @@ from zssbir.training.config import TrainConfig
 from zssbir.training.identity import run_name
 from zssbir.training.loop import train
 
-from conftest import interrupt_forward
+from conftest import count_worker_starts, interrupt_forward
 
 TINY = dict(dataset="synthetic_tiny", image_size=32, embed_dim=32, batch_size=12, epochs=2, max_steps_per_epoch=3,
             backbone_params={"width": 32, "depth": 1, "heads": 2, "stem_channels": (8, 16, 32)}, augment=True)
@@ -153,20 +153,6 @@ def test_persistent_loaders_give_the_batches_and_draws_of_fresh_ones(sketches):
         assert len(pool.entries) == 1 and pool.entries[id(sketches)]["passes"] == 3
     finally:
         pool.close()
-
-
-def count_worker_starts(monkeypatch) -> list[str]:
-    """The class of the Dataset of every multi-process loader iterator created (each starts its workers)."""
-    from torch.utils.data import dataloader
-
-    starts, original = [], dataloader._MultiProcessingDataLoaderIter.__init__
-
-    def init(self, loader_, *args, **kwargs):
-        starts.append(type(loader_.dataset).__name__)
-        return original(self, loader_, *args, **kwargs)
-
-    monkeypatch.setattr(dataloader._MultiProcessingDataLoaderIter, "__init__", init)
-    return starts
 
 
 def test_persistent_workers_train_as_fresh_ones_and_resume_the_same(isolated_dirs, monkeypatch):

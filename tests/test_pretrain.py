@@ -156,6 +156,10 @@ def test_pretrained_weights_by_name_and_their_misuse_are_explained(isolated_dirs
     monkeypatch.setenv("ZSSBIR_PRETRAINED", str(tmp_path / "none committed"))
     with pytest.raises(FileNotFoundError, match="build it with `make pretrain`"):
         build_model(TrainConfig(dataset="synthetic_tiny", pretrained="pretrain"), ["a", "b"])
+    assert store.settings_for("pretrain") == pt.PretrainSettings()
+    assert store.settings_for("pretrain_hard") == pt.PretrainSettings(corpus="synthetic_pretrain_hard")
+    with pytest.raises(ValueError, match="'imagenet' names no pretraining of the miniature: use one of pretrain"):
+        store.settings_for("imagenet")
     with pytest.raises(ValueError, match="'pretrain' names the small backbone's pretraining"):
         TrainConfig(backbone="clip:ViT-B-32", pretrained="pretrain")
     with pytest.raises(ValueError, match="set pretrained and teacher_weights to the same weights"):

@@ -76,3 +76,7 @@ def test_results_frame_and_summary_over_seeds(isolated_dirs):
     assert table[("mean", "map@all")].iloc[0] == pytest.approx(0.4)
     assert table[("std", "map@all")].iloc[0] == pytest.approx(0.2)
     assert table[("seeds", "map@all")].iloc[0] == 3
+    from zssbir.study.results import mean_std_text
+    assert mean_std_text(table, digits=2).iloc[0, 0] == "0.40 ± 0.20 (3)"
+    assert mean_std_text(table, digits=2, unit="seed").iloc[0, 0] == "0.40 ± 0.20 (3 seeds)"
+    assert mean_std_text(table, digits=2, count=False).iloc[0, 0] == "0.40 ± 0.20"

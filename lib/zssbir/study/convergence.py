@@ -50,8 +50,11 @@ def validation_curves(frame: pd.DataFrame, dataset: str, runs_root: str | Path |
 
 def budget_table(curves: pd.DataFrame, budgets: dict[str, int], share: float = SHARE) -> pd.DataFrame:
     """Per method and start, over its runs trained longer than the report's budget (``budgets``: method -> epochs):
-    the runs, their length, the median epoch of their peak, the mean share of the peak the report's budget reaches,
-    and the shortest budget at which every run reaches ``share`` of its own peak (the budget the curves choose)."""
+    the runs, their length, the median epoch of their peak, the mean share of the peak the longer runs reach at the
+    report's budget (mid-schedule), the shortest budget at which every longer run reaches ``share`` of its own peak
+    (the budget the curves choose), and ``report_share``: the report's own runs of the same seeds (their whole,
+    shorter schedule), their best validation mAP as a share of the longer run's peak, averaged over the paired seeds
+    (``paired_seeds``; NaN without one)."""
     rows = []
     for (method, start), part in curves.groupby(["method", "start"], sort=False):
         budget = budgets.get(method)
@@ -65,12 +68,17 @@ def budget_table(curves: pd.DataFrame, budgets: dict[str, int], share: float = S
             per_run.append({"peak_epoch": int(val.idxmax()), "at_budget": float(val.get(budget, np.nan) / peak),
                             "enough": int(val.index[(val >= share * peak).to_numpy()].min())})
         per_run = pd.DataFrame(per_run)
+        peaks = long.groupby("seed")["val"].max()
+        reached = part[part["epochs"] == budget].groupby("seed")["val"].max()
+        paired = peaks.index.intersection(reached.index)
         rows.append({"method": method, "start": start, "runs": len(per_run), "epochs": int(long["epochs"].max()),
                      "report_budget": budget, "peak_epoch": float(per_run["peak_epoch"].median()),
                      "share_at_budget": float(per_run["at_budget"].mean()),
-                     "chosen_budget": int(per_run["enough"].max())})
+                     "chosen_budget": int(per_run["enough"].max()),
+                     "report_share": float((reached[paired] / peaks[paired]).mean()) if len(paired) else np.nan,
+                     "paired_seeds": len(paired)})
     return pd.DataFrame(rows, columns=["method", "start", "runs", "epochs", "report_budget", "peak_epoch",
-                                       "share_at_budget", "chosen_budget"])
+                                       "share_at_budget", "chosen_budget", "report_share", "paired_seeds"])
 
 
 def budget_sentences(table: pd.DataFrame, share: float = SHARE) -> list[str]:
@@ -82,15 +90,20 @@ def budget_sentences(table: pd.DataFrame, share: float = SHARE) -> list[str]:
 
     out = []
     for r in table.itertuples():
-        verdict = (f"the report's {_epochs(r.report_budget)} are enough" if r.chosen_budget <= r.report_budget else
+        own = getattr(r, "report_share", np.nan)
+        converged = own >= share if not np.isnan(own) else r.chosen_budget <= r.report_budget
+        verdict = (f"the report's {_epochs(r.report_budget)} are enough" if converged else
                    f"the curves choose {_epochs(r.chosen_budget)}, more than the report's {r.report_budget}: its "
                    "numbers are those of runs stopped before their plateau")
         if r.peak_epoch >= r.epochs:
             verdict += f"; the curves still rise at epoch {r.epochs}, so even that is a lower bound"
+        reached = ("" if np.isnan(own) else
+                   f" The report's own runs of the same {r.paired_seeds} seed{'s' if r.paired_seeds != 1 else ''}, "
+                   f"whose learning rate decays over their {_epochs(r.report_budget)}, end at {own:.0%} of that peak.")
         out.append(f"{method_name(r.method)} {_from(r.start)}, {r.runs} runs of {r.epochs} epochs: validation mAP@all "
                    f"peaks at epoch {r.peak_epoch:g} (median); after {_epochs(r.report_budget)} it is at "
                    f"{r.share_at_budget:.0%} of the peak, and every run reaches {share:.0%} of its peak by epoch "
-                   f"{r.chosen_budget}, so {verdict}.")
+                   f"{r.chosen_budget}, so {verdict}.{reached}")
     return out
 
 
@@ -134,3 +147,33 @@ def plot_curves(curves: pd.DataFrame, budgets: dict[str, int], title: str = ""):
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def claims_by_budget(frame: pd.DataFrame, dataset: str) -> dict[str, pd.DataFrame]:
+    """The claims (``findings.claim_table``) of ``dataset`` at the report's budget and at the longer budget of the
+    budget check, on the seeds the longer runs have (so both sides compare the same seeds): label -> claim table, for
+    ``findings.side_by_side``. Only claims whose both sides were trained longer get a row; empty when no claim has."""
+    from .findings import claim_table
+    from .tables import report_budget
+
+    part = frame[frame["dataset"] == dataset]
+    usual = report_budget(part)
+    longer = part[~usual & (part["method"] != "chance")]
+    if longer.empty:
+        return {}
+    seeds = sorted(longer["seed"].dropna().astype(int).unique())
+    short = part[usual & part["seed"].isin(seeds)]
+
+    def epochs(rows: pd.DataFrame) -> str:
+        per_method = rows.dropna(subset=["epochs"]).groupby("method")["epochs"].max().astype(int)
+        return ", ".join(f"{m} {e}" for m, e in per_method.items())
+
+    seed_text = f"seeds {seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else \
+        "seeds " + ", ".join(map(str, seeds))
+    longer_claims = claim_table(longer, dataset)
+    if longer_claims.empty:
+        return {}
+    short_claims = claim_table(short, dataset)
+    short_claims = short_claims[short_claims["claim"].isin(longer_claims["claim"])] if len(short_claims) else short_claims
+    return {f"report's budget ({epochs(short[short['method'].isin(longer['method'])])} epochs), {seed_text}":
+            short_claims, f"longer ({epochs(longer)} epochs), {seed_text}": longer_claims}

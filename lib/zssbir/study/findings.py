@@ -359,14 +359,15 @@ def _plain(r: pd.Series) -> str:
     return "fragile" if r.get("fragile") else r["verdict"]
 
 
-def side_by_side_sentences(tables: dict[str, pd.DataFrame], digits: int = 3) -> list[str]:
-    """What changes between benchmarks: for each claim tested on all of them, whether its verdict (fragile counted as
-    its own verdict) is the same everywhere, and the differences where it is not."""
+def side_by_side_sentences(tables: dict[str, pd.DataFrame], digits: int = 3, across: str = "benchmark") -> list[str]:
+    """What changes between benchmarks (or what ``across`` names: the tables' keys, e.g. training budgets): for each
+    claim tested on all of them, whether its verdict (fragile counted as its own verdict) is the same everywhere, and
+    the differences where it is not."""
     tested = {d: t.set_index("claim") for d, t in tables.items() if len(t)}
     if len(tested) < 2:
         missing = [d for d in tables if d not in tested]
-        return [f"Only {', '.join(tested) or 'no benchmark'} has claims with results on both sides; "
-                f"{', '.join(missing)} has none yet, so nothing can be compared across benchmarks."]
+        return [f"Only {', '.join(tested) or f'no {across}'} has claims with results on both sides; "
+                f"{', '.join(missing) or 'no other'} has none yet, so nothing can be compared across {across}s."]
     names = list(tested)
     common = [c for c in tested[names[0]].index if all(c in t.index for t in tested.values())]
     same = [c for c in common if len({_plain(t.loc[c]) for t in tested.values()}) == 1]
@@ -377,5 +378,5 @@ def side_by_side_sentences(tables: dict[str, pd.DataFrame], digits: int = 3) -> 
         if c in same:
             continue
         each = ", ".join(f"{d} {t.loc[c, 'difference']:+.{digits}f} ({_plain(t.loc[c])})" for d, t in tested.items())
-        out.append(f"\"{c}\" changes with the benchmark: {each}.")
+        out.append(f"\"{c}\" changes with the {across}: {each}.")
     return out

@@ -153,16 +153,19 @@ def summary_table(frame: "pd.DataFrame", by: list[str], metrics: list[str] | Non
     return out.unstack("metric")
 
 
-def mean_std_text(table: "pd.DataFrame", digits: int = 4, unit: str = "") -> "pd.DataFrame":
+def mean_std_text(table: "pd.DataFrame", digits: int = 4, unit: str = "", count: bool = True) -> "pd.DataFrame":
     """``summary_table`` output as 'mean ± std (n)' strings, one column per metric; ``unit="seed"``
-    gives 'mean ± std (n seeds)'. Rows without a value for a metric get '-'."""
+    gives 'mean ± std (n seeds)', ``count=False`` 'mean ± std' (the count said elsewhere). Rows without a value for
+    a metric get '-'."""
     import pandas as pd
 
     def cell(mu, sd, n) -> str:
         if not n or n != n:
             return "-"
-        count = f"({int(n)} {unit}{'s' if n != 1 else ''})" if unit else f"({int(n)})"
-        return f"{mu:.{digits}f} ± {sd:.{digits}f} {count}" if n > 1 else f"{mu:.{digits}f} {count}"
+        value = f"{mu:.{digits}f} ± {sd:.{digits}f}" if n > 1 else f"{mu:.{digits}f}"
+        if not count:
+            return value
+        return f"{value} ({int(n)} {unit}{'s' if n != 1 else ''})" if unit else f"{value} ({int(n)})"
 
     metrics = list(dict.fromkeys(table["mean"].columns))
     text = {m: [cell(mu, sd, n) for mu, sd, n in zip(table["mean"][m], table["std"][m], table["seeds"][m])]

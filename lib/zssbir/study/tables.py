@@ -158,7 +158,7 @@ def study_table(frame: pd.DataFrame, dataset: str, metrics=DEFAULT_METRICS, digi
     counts = summary["seeds"][shown].reindex(rows)
     one_count = counts.nunique(axis=1, dropna=True) <= 1  # the row's seeds, said once in its own column
     text = mean_std_text(summary, digits=digits, unit="seed").reindex(rows)[shown]
-    bare = mean_std_text(summary, digits=digits).reindex(rows)[shown].replace(r" \(\d+\)$", "", regex=True)
+    bare = mean_std_text(summary, digits=digits, count=False).reindex(rows)[shown]
     text = bare.where(one_count, text, axis=0)
     text["seeds"] = [str(int(c.max())) if ok else "per cell" for (_, c), ok in zip(counts.iterrows(), one_count)]
     text["ties"] = [", ".join(sorted(part.loc[part["row"] == r, "ties"].dropna().astype(str).unique())) for r in rows]

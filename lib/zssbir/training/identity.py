@@ -41,7 +41,8 @@ def _named_settings(config: TrainConfig) -> tuple[list[str], set[str], set[str]]
 
 def changed_settings(config: TrainConfig) -> dict:
     """The settings of ``config`` that differ from the defaults and are not already spelled in its name."""
-    from .pretrain import PretrainSettings, content_key
+    from .pretrain import content_key
+    from .pretrained_store import settings_for
 
     defaults = TrainConfig(method=config.method).to_dict()
     parts, named, named_params = _named_settings(config)
@@ -49,8 +50,7 @@ def changed_settings(config: TrainConfig) -> dict:
     changed = {k: v for k, v in config.to_dict().items() if k not in skip and v != defaults[k]}
     for k in ("pretrained", "teacher_weights"):  # the miniature's weights by the content that made them
         if changed.get(k) in MINIATURE_PRETRAININGS:
-            corpus = MINIATURE_PRETRAININGS[changed[k]]
-            changed[k] = f"{changed[k]}:{content_key(PretrainSettings(corpus=corpus))}"
+            changed[k] = f"{changed[k]}:{content_key(settings_for(changed[k]))}"
     if config.method == "dmwa":
         from ..models.dmwa import DMWAParams
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import MINIATURE_PRETRAININGS, PRETRAINED_MINIATURE
+from ..config import MINIATURE_PRETRAININGS, PRETRAINED_MINIATURE  # noqa: F401 (its old import path)
 from ..models import named_weights
 from .pretrain import PretrainSettings, content_key
 from .pretrained_files import build_command, finished_dir, other_folders
@@ -32,20 +32,21 @@ def pretrained_weights(settings: PretrainSettings | None = None) -> Path:
     return folder / "backbone.pt"
 
 
-def resolve_weights(value: str | None) -> str | None:
-    """A config's ``pretrained`` / ``teacher_weights`` value as a file: a name of ``MINIATURE_PRETRAININGS`` is the
-    ``backbone.pt`` of that pretraining (FileNotFoundError naming the command that builds it when it is missing);
-    others pass through."""
-    if value not in MINIATURE_PRETRAININGS:
-        return value
-    return str(pretrained_weights(PretrainSettings(corpus=MINIATURE_PRETRAININGS[value])))
+# a config's ``pretrained`` / ``teacher_weights`` value as a file (the names registered below, others pass through)
+resolve_weights = named_weights.resolve_weights
+
+
+def settings_for(name: str) -> PretrainSettings:
+    """The pretraining settings a weights name of ``MINIATURE_PRETRAININGS`` stands for (its corpus, the defaults
+    otherwise)."""
+    if name not in MINIATURE_PRETRAININGS:
+        raise ValueError(f"{name!r} names no pretraining of the miniature: use one of {', '.join(MINIATURE_PRETRAININGS)}")
+    return PretrainSettings(corpus=MINIATURE_PRETRAININGS[name])
 
 
 def _resolver(name: str):
-    corpus = MINIATURE_PRETRAININGS[name]
-    if name == PRETRAINED_MINIATURE:
-        return lambda: str(pretrained_weights())  # looked up when called: a patched pretrained_weights is the one used
-    return lambda: str(pretrained_weights(PretrainSettings(corpus=corpus)))
+    # looked up when called: a patched pretrained_weights is the one used
+    return lambda: str(pretrained_weights(settings_for(name)))
 
 
 for _name in MINIATURE_PRETRAININGS:
