@@ -237,3 +237,20 @@ def test_history_legends_name_the_loss_terms():
     fig = viz.plot_history(history)
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["cross-entropy", "L_DA",
                                                                               "L_KD (distillation)", "total"]
+
+
+def test_the_toy_figures_of_07_keep_blue_and_orange_for_the_procedures():
+    """07's PQ and weight-list figures share a page with the tie plot, where blue and orange are exact retrieval and
+    cluster-then-retrieve: M = 1 / M = 2 and easy / hard pairs draw their own palette colours and names."""
+    points, labels = walkthrough_2d.toy_gallery(classes=3, per_class=8)
+    cells = walkthrough_2d.pq_cells(points, labels, points[0], K=3, grid=20)
+    ax = walkthrough_2d.plot_pq(cells).axes[2]
+    scatter = {t.get_text(): hexed(c.get_facecolor()[0]) for t, c in zip(ax.get_legend().get_texts(), ax.collections)}
+    assert scatter == {"k-means (M = 1)": palette("subspaces", 1), "PQ (M = 2)": palette("subspaces", 2)}
+    pairs = walkthrough_2d.toy_pairs(easy=2, hard=2)
+    ax = walkthrough_2d.plot_weights(pairs, walkthrough_2d.weight_study(pairs)).axes[0]
+    arrows = {hexed(a.arrow_patch.get_edgecolor()) for a in ax.texts if getattr(a, "arrow_patch", None)}
+    assert arrows == {palette("pair", "easy"), palette("pair", "hard")}
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["easy pair", "hard pair"]
+    procedures = {palette("procedure", "exact"), palette("procedure", "cluster")}
+    assert not procedures & (arrows | set(scatter.values()))

@@ -65,3 +65,23 @@ def test_a_run_that_fails_in_the_pool_raises_its_error_in_the_caller(isolated_di
     with run_pool.RunPool([broken, configs()[0]], workers=2) as pool:
         with pytest.raises(Exception, match="sketchy_ext_split1"):
             pool.wait(broken)
+
+
+def test_a_script_without_a_main_guard_is_told_what_to_do(isolated_dirs):
+    """The pool's spawned processes run an unguarded script again, which breaks the pool: the error says why and how
+    to go on, not a traceback of the pool's internals."""
+    import subprocess
+    import sys
+
+    script = isolated_dirs / "unguarded.py"
+    script.write_text(
+        "from zssbir.study.run_pool import RunPool\n"
+        "from zssbir.training.config import TrainConfig\n"
+        f"TINY = {TINY!r}\n"
+        "configs = [TrainConfig(**TINY, seed=s) for s in (0, 1)]\n"
+        "with RunPool(configs, workers=2) as pool:\n"
+        "    pool.wait(configs[0])\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "RuntimeError: a training process ended abruptly" in done.stderr
+    assert 'if __name__ == "__main__":' in done.stderr and "ZSSBIR_PARALLEL_RUNS=1" in done.stderr

@@ -73,13 +73,19 @@ def test_the_claims_at_the_longer_budget_stand_beside_the_same_seeds_at_the_repo
     frame = pd.concat([frame, pd.DataFrame(rows(5, [0.3, 0.3, 0.3], 0.0)).assign(start="scratch", lambda_kd=0.0)])
     by_budget = convergence.claims_by_budget(frame, "d")
     (short_label, short), (long_label, long) = by_budget.items()
-    assert short_label == "report's budget (clusterretri 5 epochs), seeds 0-2"
-    assert long_label == "longer (clusterretri 15 epochs), seeds 0-2"
+    assert short_label == "report's budget (ClusterRetri 5 epochs), seeds 0-2"
+    assert long_label == "longer (ClusterRetri 15 epochs), seeds 0-2"
     # the same claim on the same three seeds (seeds 3-4 of the report's runs left out), and only claims both have
     assert short["claim"].tolist() == long["claim"].tolist() == ["L_DA improves retrieval"]
     assert short["n"].iloc[0] == long["n"].iloc[0] == 3
     assert short["difference"].iloc[0] == pytest.approx(0.10) and long["difference"].iloc[0] == pytest.approx(-0.0033, abs=1e-3)
     text = findings.side_by_side_sentences(by_budget, across="budget")
     assert "\"L_DA improves retrieval\" changes with the budget" in text[1]
+    # every=True: a claim that keeps its verdict still shows its difference at each budget
+    same_verdict = {k: t.assign(verdict="not resolved by these seeds", fragile=False) for k, t in by_budget.items()}
+    assert len(findings.side_by_side_sentences(same_verdict, across="budget")) == 1
+    text = findings.side_by_side_sentences(same_verdict, across="budget", every=True)
+    assert text[1] == (f"\"L_DA improves retrieval\" keeps its verdict: {short_label} +0.100 (not resolved by these "
+                       f"seeds), {long_label} -0.003 (not resolved by these seeds).")
     assert convergence.claims_by_budget(frame[frame["epochs"] == 5], "d") == {}  # no longer run
     assert convergence.claims_by_budget(frame[(frame["epochs"] == 5) | (frame["lambda_da"] > 0)], "d") == {}  # one arm

@@ -38,6 +38,9 @@ PALETTE = {
     "lda": {"without": ("without L_DA", _C["grey"]), "with": ("with L_DA", _C["bluish green"])},
     "domain": {"sketch": ("sketches", _C["vermillion"]), "photo": ("photos", _C["sky blue"])},
     "relevance": {True: ("the query's class", _C["bluish green"]), False: ("another class", _C["vermillion"])},
+    # 07's toy figures, on the page where blue and orange are exact retrieval and cluster-then-retrieve
+    "subspaces": {1: ("k-means (M = 1)", _C["sky blue"]), 2: ("PQ (M = 2)", _C["reddish purple"])},
+    "pair": {"easy": ("easy pair", _C["bluish green"]), "hard": ("hard pair", _C["vermillion"])},
 }
 OTHER = _C["black"]  # what no kind names (e.g. ITQ hashing, an unknown start)
 

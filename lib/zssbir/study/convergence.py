@@ -153,6 +153,7 @@ def claims_by_budget(frame: pd.DataFrame, dataset: str) -> dict[str, pd.DataFram
     """The claims (``findings.claim_table``) of ``dataset`` at the report's budget and at the longer budget of the
     budget check, on the seeds the longer runs have (so both sides compare the same seeds): label -> claim table, for
     ``findings.side_by_side``. Only claims whose both sides were trained longer get a row; empty when no claim has."""
+    from ..viz import method_name
     from .findings import claim_table
     from .tables import report_budget
 
@@ -166,7 +167,7 @@ def claims_by_budget(frame: pd.DataFrame, dataset: str) -> dict[str, pd.DataFram
 
     def epochs(rows: pd.DataFrame) -> str:
         per_method = rows.dropna(subset=["epochs"]).groupby("method")["epochs"].max().astype(int)
-        return ", ".join(f"{m} {e}" for m, e in per_method.items())
+        return ", ".join(f"{method_name(m)} {e}" for m, e in per_method.items())
 
     seed_text = f"seeds {seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else \
         "seeds " + ", ".join(map(str, seeds))

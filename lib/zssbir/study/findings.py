@@ -359,10 +359,11 @@ def _plain(r: pd.Series) -> str:
     return "fragile" if r.get("fragile") else r["verdict"]
 
 
-def side_by_side_sentences(tables: dict[str, pd.DataFrame], digits: int = 3, across: str = "benchmark") -> list[str]:
+def side_by_side_sentences(tables: dict[str, pd.DataFrame], digits: int = 3, across: str = "benchmark",
+                           every: bool = False) -> list[str]:
     """What changes between benchmarks (or what ``across`` names: the tables' keys, e.g. training budgets): for each
     claim tested on all of them, whether its verdict (fragile counted as its own verdict) is the same everywhere, and
-    the differences where it is not."""
+    the differences where it is not (``every``: for every claim, also those that keep their verdict)."""
     tested = {d: t.set_index("claim") for d, t in tables.items() if len(t)}
     if len(tested) < 2:
         missing = [d for d in tables if d not in tested]
@@ -375,8 +376,8 @@ def side_by_side_sentences(tables: dict[str, pd.DataFrame], digits: int = 3, acr
            f"one of them" + (f" ({'; '.join(f'{c}: {_plain(tested[names[0]].loc[c])}' for c in same)})." if same
                              else ".")]
     for c in common:
-        if c in same:
+        if c in same and not every:
             continue
         each = ", ".join(f"{d} {t.loc[c, 'difference']:+.{digits}f} ({_plain(t.loc[c])})" for d, t in tested.items())
-        out.append(f"\"{c}\" changes with the {across}: {each}.")
+        out.append(f"\"{c}\" {'keeps its verdict' if c in same else f'changes with the {across}'}: {each}.")
     return out

@@ -20,6 +20,7 @@ from ..eval.pq_encode import encode
 from ..eval.exact_search import evaluate_features
 from ..models.dmwa import global_score, weight_list
 from ..training.losses import alignment_kl, distribution_alignment, quadruplet_hinges, weighted_quadruplet
+from ..viz import display_name, palette_colour
 
 
 # ------------------------------------------------------------------------------------------------ 1. L_DA
@@ -144,7 +145,8 @@ def plot_pq(result: dict):
         a.legend(fontsize=7, loc="lower right")
     for M, marker in ((1, "o"), (2, "s")):
         r = result[M]
-        ax[2].scatter(r["exact"], r["adc"], s=14, marker=marker, alpha=0.6, label=f"M = {M}")
+        ax[2].scatter(r["exact"], r["adc"], s=14, marker=marker, alpha=0.6, color=palette_colour("subspaces", M),
+                      label=display_name("subspaces", M))
     top = max(result[1]["exact"].max(), result[1]["adc"].max(), result[2]["adc"].max())
     ax[2].plot([0, top], [0, top], "k:", lw=0.8)
     ax[2].set(xlabel="exact squared distance to the query", ylabel="ADC (distance to the reconstruction)",
@@ -206,7 +208,6 @@ _TIE_LINES = {"exact": ("exact", "-"), "adc, ties stable (list order)": ("cluste
 def plot_ties(frame: pd.DataFrame):
     """The AP of every random tie order (dots) against the stable order, rerank and exact retrieval (lines), in the
     palette's procedure colours (cluster-then-retrieve's tie policies told apart by line style)."""
-    from ..viz import display_name, palette_colour
 
     def named(procedure, policy):  # 'exact retrieval', 'cluster-then-retrieve, adc, ties random'
         name = display_name("procedure", procedure)
@@ -285,10 +286,13 @@ def plot_weights(pairs: dict, frame: pd.DataFrame):
     ax[0].plot(np.cos(circle), np.sin(circle), color="lightgrey", lw=0.8)
     for i, kind in enumerate(pairs["kind"]):
         s, p = pairs["sketch"][i].numpy(), pairs["photo"][i].numpy()
-        colour = "tab:blue" if kind == "easy" else "tab:orange"
+        colour = palette_colour("pair", kind)
         ax[0].annotate("", xy=p, xytext=s, arrowprops={"arrowstyle": "->", "color": colour})
         ax[0].text(*(s * 1.12), str(i), fontsize=8, color=colour, ha="center", va="center")
-    ax[0].set(aspect="equal", xticks=[], yticks=[], title="sketch -> its photo (blue easy, orange hard)")
+    for kind in dict.fromkeys(pairs["kind"]):  # legend entries for the arrows' colours
+        ax[0].plot([], [], color=palette_colour("pair", kind), label=display_name("pair", kind))
+    ax[0].legend(fontsize=8, loc="lower left")
+    ax[0].set(aspect="equal", xticks=[], yticks=[], title="sketch -> its photo")
     taus = frame.attrs["taus"]
     width = 0.8 / (len(taus) + 1)
     x = frame["pair"].to_numpy()
