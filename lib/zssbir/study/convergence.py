@@ -90,7 +90,7 @@ def budget_sentences(table: pd.DataFrame, share: float = SHARE) -> list[str]:
 
     out = []
     for r in table.itertuples():
-        own = getattr(r, "report_share", np.nan)
+        own = r.report_share
         converged = own >= share if not np.isnan(own) else r.chosen_budget <= r.report_budget
         verdict = (f"the report's {_epochs(r.report_budget)} are enough" if converged else
                    f"the curves choose {_epochs(r.chosen_budget)}, more than the report's {r.report_budget}: its "

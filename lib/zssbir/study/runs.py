@@ -144,41 +144,33 @@ def train_and_score(configs: list[TrainConfig], *, preset: str, cluster: tuple[i
     of the written results files. On a CPU the unfinished runs train side by side (``run_pool``), each scored as its
     training ends. One line per run goes to ``<runs>/logs/train_and_score.log`` (``TRAIN_LOG``); one summary line
     is printed."""
+    from datetime import datetime, timezone
+
     from .run_pool import RunPool
+    from .scoring import score_and_record
 
     written, best = [], []
     log = paths.runs_dir() / TRAIN_LOG
     log.parent.mkdir(parents=True, exist_ok=True)
     with RunPool(configs, if_code_changed=if_code_changed) as pool:
         for config, label in zip(configs, labels or [None] * len(configs)):
-            pool.wait(config)
-            written += _score_run(config, label, log, best, preset=preset, cluster=cluster, device=device,
-                                  if_code_changed=if_code_changed, transductive=transductive)
+            pool.wait(config)  # trained in the pool when it trains side by side; else trained_run trains it here
+            run = trained_run(config, device=device, progress=False, if_code_changed=if_code_changed)
+            paths_ = score_and_record(run.model, run.config, run.name, preset=preset, cluster=cluster, label=label,
+                                      device=device, extra={"best_epoch": run.best_epoch, "run_dir": str(run.run_dir)},
+                                      transductive=transductive)
+            written += list(paths_.values())
+            best.append((run.best_epoch + 1, run.config.epochs))
+            with log.open("a", encoding="utf-8") as f:
+                f.write(f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} {run.name}: best epoch "
+                        f"{run.best_epoch + 1} of {run.config.epochs}; results "
+                        f"{', '.join(p.name for p in paths_.values())}\n")
     if best:
         low, high, last = min(b for b, _ in best), max(b for b, _ in best), sum(b == e for b, e in best)
         print(f"{len(best)} runs trained (or reopened) and scored into {len(written)} results files; selected epoch "
               + (f"{low} in every run" if low == high else f"{low} to {high} (counted from 1)")
               + f", the last one in {last} of {len(best)} runs; one line per run in {log}")
     return written
-
-
-def _score_run(config: TrainConfig, label: str | None, log: Path, best: list, *, preset: str, cluster, device: str,
-               if_code_changed: str, transductive: bool) -> list[Path]:
-    """Open (training when needed) and score one run of ``train_and_score``; appends its selected epoch to ``best``
-    and its line to ``log``."""
-    from datetime import datetime, timezone
-
-    from .scoring import score_and_record
-
-    run = trained_run(config, device=device, progress=False, if_code_changed=if_code_changed)
-    paths_ = score_and_record(run.model, run.config, run.name, preset=preset, cluster=cluster, label=label,
-                              device=device, extra={"best_epoch": run.best_epoch, "run_dir": str(run.run_dir)},
-                              transductive=transductive)
-    best.append((run.best_epoch + 1, run.config.epochs))
-    with log.open("a", encoding="utf-8") as f:
-        f.write(f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} {run.name}: best epoch "
-                f"{run.best_epoch + 1} of {run.config.epochs}; results {', '.join(p.name for p in paths_.values())}\n")
-    return list(paths_.values())
 
 
 def train_command(run_config: str | Path, overrides: dict | None = None) -> str:
