@@ -85,3 +85,31 @@ def test_a_script_without_a_main_guard_is_told_what_to_do(isolated_dirs):
     assert done.returncode != 0
     assert "RuntimeError: a training process ended abruptly" in done.stderr
     assert 'if __name__ == "__main__":' in done.stderr and "ZSSBIR_PARALLEL_RUNS=1" in done.stderr
+
+
+def test_runs_queued_in_the_background_are_waited_for_not_trained_again(isolated_dirs, monkeypatch):
+    """A notebook queues its runs first (runs.train_in_background); trained_run and train_and_score then wait for a
+    queued run and only reopen it: no optimiser step is taken in the calling process."""
+    monkeypatch.setenv(run_pool.ENV, "2")
+    assert runs.train_in_background(configs()) == 2
+    assert runs.train_in_background(configs()) == 0  # queued once
+
+    def step_here(*args, **kwargs):
+        raise AssertionError("a queued run was trained again in the calling process")
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step_here)
+    main = runs.trained_run(configs()[0], progress=False)
+    assert len(main.history) == TINY["epochs"]
+    written = runs.train_and_score(configs()[1:], preset="clusterretri", cluster=None)
+    assert written and all(p.is_file() for p in written)
+    assert run_pool._background is None  # released once no queued run is left
+    assert runs.train_in_background(configs()) == 0  # finished runs are not queued again
+
+
+def test_a_queued_run_that_fails_raises_its_error_and_cancels_the_queue(isolated_dirs, monkeypatch):
+    monkeypatch.setenv(run_pool.ENV, "2")
+    broken = TrainConfig(**{**TINY, "dataset": "sketchy_ext_split1"}, data_root=str(isolated_dirs / "nothing"))
+    assert runs.train_in_background([broken, *configs()]) == 3
+    with pytest.raises(Exception, match="sketchy_ext_split1"):
+        runs.trained_run(broken, progress=False)
+    assert run_pool._background is None

@@ -165,15 +165,13 @@ def pair_grid(rows: pd.DataFrame, quads: QuadrupletDataset, title: str):
     return image_grid(images, titles, ncols=min(len(images), 2 * 4), suptitle=title)
 
 
-def run_ablations(base: TrainConfig, variants: list[dict], seeds: list[int], *, preset: str,
-                  cluster: tuple[int, int, str] | None, starts: tuple[str, ...] = ("pretrained",), device: str = "auto",
-                  if_code_changed: str = "refuse"):
-    """Train (or reuse) every variant's run with every seed and score it on the unseen split (results files
-    labelled by ``variant_label``); the main variant (the first) also from every other start (``runs.STARTS``).
-    Returns the paths of the written results files."""
+def ablation_runs(base: TrainConfig, variants: list[dict], seeds: list[int], *,
+                  starts: tuple[str, ...] = ("pretrained",)) -> tuple[list[TrainConfig], list[str]]:
+    """The config and results label of every variant's run with every seed; the main variant (the first) also from
+    every other start (``runs.STARTS``)."""
     import dataclasses
 
-    from .runs import start_overrides, train_and_score
+    from .runs import start_overrides
 
     configs, labels = [], []
     for i, start in enumerate(starts):
@@ -182,5 +180,16 @@ def run_ablations(base: TrainConfig, variants: list[dict], seeds: list[int], *, 
                 configs.append(dataclasses.replace(base, **start_overrides(start), method_params=params, seed=seed))
                 labels.append(variant_label(params) + (f", {base.mismatched_pairs:.0%} mismatched pairs"
                                                        if base.mismatched_pairs else ""))
+    return configs, labels
+
+
+def run_ablations(base: TrainConfig, variants: list[dict], seeds: list[int], *, preset: str,
+                  cluster: tuple[int, int, str] | None, starts: tuple[str, ...] = ("pretrained",), device: str = "auto",
+                  if_code_changed: str = "refuse"):
+    """Train (or reuse) every run of ``ablation_runs`` and score it on the unseen split (results files labelled by
+    ``variant_label``). Returns the paths of the written results files."""
+    from .runs import train_and_score
+
+    configs, labels = ablation_runs(base, variants, seeds, starts=starts)
     return train_and_score(configs, preset=preset, cluster=cluster, labels=labels, device=device,
                            if_code_changed=if_code_changed)

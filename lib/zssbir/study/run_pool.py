@@ -64,22 +64,36 @@ def _train_one(config: TrainConfig, if_code_changed: str) -> None:
 
 
 class RunPool:
-    """Trains the unfinished runs of ``configs`` in ``workers`` spawned processes (``parallel_runs`` by default);
-    ``wait(config)`` returns when that run's training has ended (re-raising its error). With one worker, or fewer than
-    two unfinished runs, it starts no process and ``wait`` returns at once: the caller trains in its own process."""
+    """Trains the unfinished runs of ``configs`` (and of later ``submit`` calls) in ``workers`` spawned processes
+    (``parallel_runs`` by default); ``wait(config)`` returns when that run's training has ended (re-raising its error).
+    With one worker, or fewer than two unfinished runs given at the start, it starts no process and ``wait`` returns at
+    once: the caller trains in its own process. Without ``configs`` it starts ``workers`` processes for later
+    ``submit`` calls."""
 
-    def __init__(self, configs: list[TrainConfig], *, if_code_changed: str = "refuse", workers: int | None = None):
-        pending: dict[str, TrainConfig] = {}
-        for config in configs:
-            if not finished(config):
-                pending.setdefault(str(default_run_dir(config)), config)
-        self.workers = min(workers or parallel_runs(list(pending.values())), len(pending))
+    def __init__(self, configs: list[TrainConfig] = (), *, if_code_changed: str = "refuse", workers: int | None = None):
+        pending = _unfinished(configs)
+        self.workers = min(workers or parallel_runs(pending), len(pending)) if configs else (workers or 0)
         self._futures: dict[str, Future] = {}
         self._pool = None
         if self.workers > 1:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
-            self._futures = {key: self._pool.submit(_train_one, config, if_code_changed)
-                             for key, config in pending.items()}
+            self.submit(pending, if_code_changed=if_code_changed)
+
+    def submit(self, configs: list[TrainConfig], *, if_code_changed: str = "refuse") -> int:
+        """Queue the unfinished runs of ``configs`` not queued yet (in their order); returns how many were queued."""
+        if self._pool is None:
+            return 0
+        queued = 0
+        for config in _unfinished(configs):
+            key = str(default_run_dir(config))
+            if key not in self._futures:
+                self._futures[key] = self._pool.submit(_train_one, config, if_code_changed)
+                queued += 1
+        return queued
+
+    def busy(self) -> bool:
+        """Whether a queued run has not ended yet."""
+        return any(not f.done() for f in self._futures.values())
 
     def wait(self, config: TrainConfig) -> None:
         future = self._futures.get(str(default_run_dir(config)))
@@ -104,3 +118,59 @@ class RunPool:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _unfinished(configs: list[TrainConfig]) -> list[TrainConfig]:
+    """The configs whose runs are not finished, one per run folder, in their order."""
+    pending: dict[str, TrainConfig] = {}
+    for config in configs:
+        if not finished(config):
+            pending.setdefault(str(default_run_dir(config)), config)
+    return list(pending.values())
+
+
+# The process's background pool: a notebook queues every run it will need before it opens the first one, so the
+# cores train them while it looks at the main run; ``runs.trained_run`` and ``runs.train_and_score`` wait for a run
+# that is queued there instead of training it themselves.
+_background: RunPool | None = None
+
+
+def train_in_background(configs: list[TrainConfig], *, if_code_changed: str = "refuse") -> int:
+    """Start training the unfinished runs of ``configs`` side by side in this process's background pool (first
+    config first) and return at once; returns how many runs were queued (0 when the runs train one at a time:
+    ``parallel_runs`` gives 1, or every run is finished)."""
+    global _background
+    pending = _unfinished(configs)
+    if not pending:
+        return 0
+    if _background is None or _background._pool is None:
+        workers = parallel_runs(pending)
+        if workers < 2:
+            return 0
+        _background = RunPool(workers=workers)
+    return _background.submit(pending, if_code_changed=if_code_changed)
+
+
+def wait_for(config: TrainConfig) -> None:
+    """Return when the run of ``config`` has ended if it is queued in the background pool (re-raising its error, after
+    cancelling the runs not started yet); at once otherwise."""
+    if _background is not None:
+        try:
+            _background.wait(config)
+        except BaseException:
+            release_background(cancel=True)
+            raise
+
+
+def release_background(*, cancel: bool = False) -> None:
+    """Stop the background pool's processes when no queued run is left; with ``cancel`` at once, the queued runs never
+    starting (the ones in training end in the background). The next ``train_in_background`` starts new processes."""
+    global _background
+    if _background is None:
+        return
+    if cancel and _background._pool is not None:
+        _background._pool.shutdown(wait=False, cancel_futures=True)
+        _background._pool = None
+    if cancel or not _background.busy():
+        _background.close()
+        _background = None

@@ -7,7 +7,9 @@ that names the same settings means the same run:
 
 - ``train_run`` trains it, resumes it, or reloads it when finished (training notebooks);
 - ``open_run`` only opens a trained run and says which notebook or command trains it when it does not
-  exist (analysis notebooks never train behind the user's back).
+  exist (analysis notebooks never train behind the user's back);
+- ``train_in_background`` queues every run a notebook will need, side by side on the CPU cores, before it
+  opens the first: ``trained_run`` and ``train_and_score`` then wait for a queued run instead of training it.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from .. import paths
 from ..training.config import TrainConfig
 from ..training.identity import CODE_CHANGE_POLICIES, code_changes, default_run_dir, run_name, training_code
 from ..training.loop import TrainResult, load_trained, train
+from .run_pool import release_background, train_in_background, wait_for
 
 
 # named starting points: "pretrained" keeps the settings file's (the study configs: the miniature's pretraining with
@@ -128,7 +131,9 @@ def open_run(config: TrainConfig, *, device: str = "auto", trained_by: str = "01
 
 def trained_run(config: TrainConfig, *, device: str = "auto", progress: bool = True,
                 if_code_changed: str = "refuse") -> TrainedRun:
-    """Train (or resume, or reload) the run of ``config`` and open it: what a training notebook calls."""
+    """Train (or resume, or reload) the run of ``config`` and open it: what a training notebook calls. A run queued by
+    ``train_in_background`` is waited for, not trained again."""
+    wait_for(config)
     train_run(config, progress=progress, if_code_changed=if_code_changed)
     return open_run(config, device=device, if_code_changed="reuse")
 
@@ -141,20 +146,20 @@ def train_and_score(configs: list[TrainConfig], *, preset: str, cluster: tuple[i
                     if_code_changed: str = "refuse", transductive: bool = False) -> list[Path]:
     """Train (or reuse) the run of every config and score it on the unseen split (``scoring.score_and_record``,
     results files labelled by ``labels``; ``transductive`` also scores the transductive re-ranker); returns the paths
-    of the written results files. On a CPU the unfinished runs train side by side (``run_pool``), each scored as its
-    training ends. One line per run goes to ``<runs>/logs/train_and_score.log`` (``TRAIN_LOG``); one summary line
-    is printed."""
+    of the written results files. On a CPU the unfinished runs train side by side in the background pool (``run_pool``;
+    ``train_in_background`` may have queued them already), each scored as its training ends. One line per run goes to
+    ``<runs>/logs/train_and_score.log`` (``TRAIN_LOG``); one summary line is printed."""
     from datetime import datetime, timezone
 
-    from .run_pool import RunPool
     from .scoring import score_and_record
 
     written, best = [], []
     log = paths.runs_dir() / TRAIN_LOG
     log.parent.mkdir(parents=True, exist_ok=True)
-    with RunPool(configs, if_code_changed=if_code_changed) as pool:
+    train_in_background(configs, if_code_changed=if_code_changed)
+    try:
         for config, label in zip(configs, labels or [None] * len(configs)):
-            pool.wait(config)  # trained in the pool when it trains side by side; else trained_run trains it here
+            # waits for a run training in the background pool; trains it here when runs train one at a time
             run = trained_run(config, device=device, progress=False, if_code_changed=if_code_changed)
             paths_ = score_and_record(run.model, run.config, run.name, preset=preset, cluster=cluster, label=label,
                                       device=device, extra={"best_epoch": run.best_epoch, "run_dir": str(run.run_dir)},
@@ -165,6 +170,10 @@ def train_and_score(configs: list[TrainConfig], *, preset: str, cluster: tuple[i
                 f.write(f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} {run.name}: best epoch "
                         f"{run.best_epoch + 1} of {run.config.epochs}; results "
                         f"{', '.join(p.name for p in paths_.values())}\n")
+    except BaseException:  # an error or an interrupt: the queued runs stop too
+        release_background(cancel=True)
+        raise
+    release_background()
     if best:
         low, high, last = min(b for b, _ in best), max(b for b, _ in best), sum(b == e for b, e in best)
         print(f"{len(best)} runs trained (or reopened) and scored into {len(written)} results files; selected epoch "
