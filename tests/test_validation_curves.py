@@ -85,6 +85,7 @@ def test_the_claims_at_the_longer_budget_stand_beside_the_same_seeds_at_the_repo
     same_verdict = {k: t.assign(verdict="not resolved by these seeds", fragile=False) for k, t in by_budget.items()}
     assert len(findings.side_by_side_sentences(same_verdict, across="budget")) == 1
     text = findings.side_by_side_sentences(same_verdict, across="budget", every=True)
+    assert text[0].endswith("1 keep their verdict on every one of them.")  # not listed twice
     assert text[1] == (f"\"L_DA improves retrieval\" keeps its verdict: {short_label} +0.100 (not resolved by these "
                        f"seeds), {long_label} -0.003 (not resolved by these seeds).")
     assert convergence.claims_by_budget(frame[frame["epochs"] == 5], "d") == {}  # no longer run

@@ -1,4 +1,4 @@
-"""Training a grid's runs side by side on the CPU cores (``runs.train_and_score``).
+"""Training runs side by side on the CPU cores: a grid's (``runs.train_and_score``) and a notebook's queue.
 
 A small model on a few cores trains faster as several single-threaded runs at once than as one run over every core.
 On 2 cores, two runs side by side trained 1.37x (ClusterRetri) and 1.36x (DMWA) the images per second of one run on
