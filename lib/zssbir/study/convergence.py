@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .. import paths
+from .tables import pretrained_without_distillation
 
 SHARE = 0.98  # a budget is enough when its validation mAP reaches this share of the run's peak
 VALIDATION = "val_map@all"
@@ -29,10 +30,7 @@ def validation_curves(frame: pd.DataFrame, dataset: str, runs_root: str | Path |
     root = Path(runs_root) if runs_root else paths.runs_dir() / "train"
     part = frame[(frame["dataset"] == dataset) & (frame["retrieval"] == "exact") & frame["epochs"].notna()]
     part = part.drop_duplicates("name")
-    if "lambda_kd" in part:
-        kd, pretrained = part["lambda_kd"].astype(float), part["start"] == "pretrained"
-        varies = part[pretrained].assign(kd=kd).groupby("method")["kd"].transform("nunique").reindex(part.index)
-        part = part.assign(start=part["start"].mask(pretrained & (varies > 1) & (kd == 0), "pretrained_nokd"))
+    part = part.assign(start=part["start"].mask(pretrained_without_distillation(part), "pretrained_nokd"))
     rows = []
     for r in part.itertuples():
         run = r.name.split("__")[0]

@@ -77,6 +77,15 @@ def report_budget(frame: pd.DataFrame) -> pd.Series:
     return epochs.isna() | (epochs == usual)
 
 
+def pretrained_without_distillation(frame: pd.DataFrame) -> pd.Series:
+    """The rows of pretrained runs without SAKE's distillation (``runs.STARTS["pretrained_nokd"]``) where their data
+    set and method also have distilled pretrained runs: the tables' rows and 05's curves mark them."""
+    pretrained = (frame["method"] != "chance") & (frame["start"] == "pretrained")
+    kd = frame["lambda_kd"].astype(float) if "lambda_kd" in frame else pd.Series(float("nan"), index=frame.index)
+    kd_varies = frame[pretrained].assign(kd=kd).groupby(["dataset", "method"])["kd"].transform("nunique")
+    return pretrained & (kd_varies.reindex(frame.index) > 1) & (kd == 0)
+
+
 def row_labels(frame: pd.DataFrame) -> pd.DataFrame:
     """A ``results_frame`` with its ``procedure`` and final ``row`` label per file (see ``study_frame``)."""
     frame = frame.copy()
@@ -89,10 +98,7 @@ def row_labels(frame: pd.DataFrame) -> pd.DataFrame:
     mixed = runs & (frame[runs].groupby("dataset")["start"].transform("nunique").reindex(frame.index) > 1)
     scratch = mixed & (frame["start"] == "scratch")
     frame.loc[scratch, "row"] = frame.loc[scratch, "row"] + ", from scratch"
-    pretrained = runs & (frame["start"] == "pretrained")
-    kd = frame["lambda_kd"].astype(float) if "lambda_kd" in frame else pd.Series(float("nan"), index=frame.index)
-    kd_varies = frame[pretrained].assign(kd=kd).groupby(["dataset", "method"])["kd"].transform("nunique")
-    undistilled = pretrained & (kd_varies.reindex(frame.index) > 1) & (kd == 0)
+    undistilled = pretrained_without_distillation(frame)
     frame.loc[undistilled, "row"] = frame.loc[undistilled, "row"] + ", pretrained without distillation"
     several = frame.groupby("dataset")["backbone"].transform("nunique") > 1
     frame.loc[several, "row"] = frame.loc[several, "row"] + ", backbone " + frame.loc[several, "backbone"].astype(str)
