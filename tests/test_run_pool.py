@@ -113,3 +113,16 @@ def test_a_queued_run_that_fails_raises_its_error_and_cancels_the_queue(isolated
     with pytest.raises(Exception, match="sketchy_ext_split1"):
         runs.trained_run(broken, progress=False)
     assert run_pool._background is None
+
+
+def test_a_run_of_other_training_code_is_queued_when_the_notebook_retrains(isolated_dirs, monkeypatch):
+    """With if_code_changed "retrain" (the notebooks'), a finished run written by other training code trains again:
+    in the pool, not later one after the other in the notebook's process; "reuse" and "refuse" leave it."""
+    config = configs()[0]
+    runs.train_run(config, progress=False)
+    assert run_pool.finished(config, "retrain") and run_pool.finished(config, "refuse")
+    monkeypatch.setattr(run_pool, "training_code", lambda: {"models/small.py": "changed"})
+    assert not run_pool.finished(config, "retrain")
+    assert run_pool.finished(config, "reuse") and run_pool.finished(config, "refuse")
+    assert run_pool._unfinished([config, configs()[1]], "retrain") == [config, configs()[1]]
+    assert run_pool._unfinished([config, configs()[1]], "reuse") == [configs()[1]]

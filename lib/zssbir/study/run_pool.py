@@ -21,7 +21,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from ..config import TrainConfig
 from ..runtime import resolve_device
-from ..training.identity import default_run_dir
+from ..training.identity import code_changes, default_run_dir, training_code
 
 ENV = "ZSSBIR_PARALLEL_RUNS"
 
@@ -48,13 +48,26 @@ def parallel_runs(configs: list[TrainConfig]) -> int:
     return max(1, available_cores() // max(c.torch_threads for c in configs))
 
 
-def finished(config: TrainConfig) -> bool:
-    """Whether the run's folder holds a history of all its epochs (opening it then only reloads it)."""
-    history = default_run_dir(config) / "history.json"
-    try:
-        return len(json.loads(history.read_text(encoding="utf-8"))) >= config.epochs
-    except (OSError, ValueError):
+def checkpoint_state(config: TrainConfig) -> dict | None:
+    """The run's last checkpoint (``checkpoint.pt`` in its folder), or None when it has none."""
+    import torch
+
+    path = default_run_dir(config) / "checkpoint.pt"
+    return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
+
+
+def stopped_early(state: dict, config: TrainConfig) -> bool:
+    """Whether a checkpoint stopped before the run's last epoch was trained and validated (training resumes it)."""
+    return state["epoch"] + 1 < config.epochs or not state.get("validated", True)
+
+
+def finished(config: TrainConfig, if_code_changed: str = "refuse") -> bool:
+    """Whether training the run would only reopen it: its checkpoint holds every epoch, validated, and (with
+    ``if_code_changed`` "retrain") was written by the current training code."""
+    state = checkpoint_state(config)
+    if state is None or stopped_early(state, config):
         return False
+    return if_code_changed != "retrain" or not code_changes(state.get("code"), training_code())
 
 
 def _train_one(config: TrainConfig, if_code_changed: str) -> None:
@@ -71,7 +84,7 @@ class RunPool:
     ``submit`` calls."""
 
     def __init__(self, configs: list[TrainConfig] = (), *, if_code_changed: str = "refuse", workers: int | None = None):
-        pending = _unfinished(configs)
+        pending = _unfinished(configs, if_code_changed)
         self.workers = min(workers or parallel_runs(pending), len(pending)) if configs else (workers or 0)
         self._futures: dict[str, Future] = {}
         self._pool = None
@@ -84,7 +97,7 @@ class RunPool:
         if self._pool is None:
             return 0
         queued = 0
-        for config in _unfinished(configs):
+        for config in _unfinished(configs, if_code_changed):
             key = str(default_run_dir(config))
             if key not in self._futures:
                 self._futures[key] = self._pool.submit(_train_one, config, if_code_changed)
@@ -120,11 +133,11 @@ class RunPool:
         self.close()
 
 
-def _unfinished(configs: list[TrainConfig]) -> list[TrainConfig]:
-    """The configs whose runs are not finished, one per run folder, in their order."""
+def _unfinished(configs: list[TrainConfig], if_code_changed: str) -> list[TrainConfig]:
+    """The configs whose runs training would not only reopen (``finished``), one per run folder, in their order."""
     pending: dict[str, TrainConfig] = {}
     for config in configs:
-        if not finished(config):
+        if not finished(config, if_code_changed):
             pending.setdefault(str(default_run_dir(config)), config)
     return list(pending.values())
 
@@ -140,7 +153,7 @@ def train_in_background(configs: list[TrainConfig], *, if_code_changed: str = "r
     config first) and return at once; returns how many runs were queued (0 when the runs train one at a time:
     ``parallel_runs`` gives 1, or every run is finished)."""
     global _background
-    pending = _unfinished(configs)
+    pending = _unfinished(configs, if_code_changed)
     if not pending:
         return 0
     if _background is None or _background._pool is None:

@@ -23,7 +23,7 @@ from .. import paths
 from ..training.config import TrainConfig
 from ..training.identity import CODE_CHANGE_POLICIES, code_changes, default_run_dir, run_name, training_code
 from ..training.loop import TrainResult, load_trained, train
-from .run_pool import release_background, train_in_background, wait_for
+from .run_pool import checkpoint_state, release_background, stopped_early, train_in_background, wait_for
 
 
 # named starting points: "pretrained" keeps the settings file's (the study configs: the miniature's pretraining with
@@ -112,13 +112,12 @@ def open_run(config: TrainConfig, *, device: str = "auto", trained_by: str = "01
     if if_code_changed not in CODE_CHANGE_POLICIES:
         raise ValueError(f"if_code_changed must be one of {CODE_CHANGE_POLICIES}, got {if_code_changed!r}")
     name, run_dir = run_name(config), default_run_dir(config)
-    checkpoint = run_dir / "checkpoint.pt"
     how = (f"train it first: notebook {trained_by} with the same settings, or `zssbir train` with them "
            f"(the run's settings: {dict(sorted(config.to_dict().items()))})")
-    if not checkpoint.is_file():
+    state = checkpoint_state(config)
+    if state is None:
         raise RunNotFoundError(f"run {name} does not exist in {run_dir.parent}: {how}")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    if state["epoch"] + 1 < config.epochs or not state.get("validated", True):
+    if stopped_early(state, config):
         raise RunNotFoundError(f"run {name} stopped after epoch {state['epoch'] + 1} of {config.epochs}: resume it "
                                f"(notebook {trained_by} or `zssbir train` resume where it stopped)")
     changed = code_changes(state.get("code"), training_code())
