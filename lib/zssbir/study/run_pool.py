@@ -13,7 +13,6 @@ calls ``train_and_score`` must keep its top-level code under ``if __name__ == "_
 """
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 from concurrent.futures import Future, ProcessPoolExecutor
