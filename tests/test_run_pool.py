@@ -25,8 +25,8 @@ def trained_state(config: TrainConfig) -> tuple[dict, list]:
 
 
 def test_side_by_side_runs_equal_runs_one_after_the_other(isolated_dirs, monkeypatch):
-    with run_pool.RunPool(configs(), workers=2) as pool:
-        assert pool.workers == 2
+    with run_pool.RunPool(2) as pool:
+        assert pool.submit(configs()) == 2
         for config in configs():
             pool.wait(config)
     side_by_side = [trained_state(c) for c in configs()]
@@ -39,8 +39,9 @@ def test_side_by_side_runs_equal_runs_one_after_the_other(isolated_dirs, monkeyp
                [{k: v for k, v in h.items() if "time" not in k and "seconds" not in k} for h in seq_history]
         assert weights.keys() == seq_weights.keys()
         assert all(torch.equal(weights[k], seq_weights[k]) for k in weights)
-    # finished runs start no process: the caller only reopens them
-    assert run_pool.RunPool(configs(), workers=2).workers == 0
+    # finished runs are not queued: the caller only reopens them
+    with run_pool.RunPool(2) as pool:
+        assert pool.submit(configs()) == 0
 
 
 def test_how_many_runs_at_once(monkeypatch):
@@ -62,7 +63,8 @@ def test_how_many_runs_at_once(monkeypatch):
 
 def test_a_run_that_fails_in_the_pool_raises_its_error_in_the_caller(isolated_dirs):
     broken = TrainConfig(**{**TINY, "dataset": "sketchy_ext_split1"}, data_root=str(isolated_dirs / "nothing"))
-    with run_pool.RunPool([broken, configs()[0]], workers=2) as pool:
+    with run_pool.RunPool(2) as pool:
+        pool.submit([broken, configs()[0]])
         with pytest.raises(Exception, match="sketchy_ext_split1"):
             pool.wait(broken)
 
@@ -79,7 +81,8 @@ def test_a_script_without_a_main_guard_is_told_what_to_do(isolated_dirs):
         "from zssbir.training.config import TrainConfig\n"
         f"TINY = {TINY!r}\n"
         "configs = [TrainConfig(**TINY, seed=s) for s in (0, 1)]\n"
-        "with RunPool(configs, workers=2) as pool:\n"
+        "with RunPool(2) as pool:\n"
+        "    pool.submit(configs)\n"
         "    pool.wait(configs[0])\n")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert done.returncode != 0

@@ -76,20 +76,15 @@ def _train_one(config: TrainConfig, if_code_changed: str) -> None:
 
 
 class RunPool:
-    """Trains the unfinished runs of ``configs`` (and of later ``submit`` calls) in ``workers`` spawned processes
-    (``parallel_runs`` by default); ``wait(config)`` returns when that run's training has ended (re-raising its error).
-    With one worker, or fewer than two unfinished runs given at the start, it starts no process and ``wait`` returns at
-    once: the caller trains in its own process. Without ``configs`` it starts ``workers`` processes for later
-    ``submit`` calls."""
+    """Trains queued runs in ``workers`` spawned processes (none with fewer than two workers: ``submit`` then queues
+    nothing and the caller trains in its own process); ``wait(config)`` returns when that run's training has ended
+    (re-raising its error)."""
 
-    def __init__(self, configs: list[TrainConfig] = (), *, if_code_changed: str = "refuse", workers: int | None = None):
-        pending = _unfinished(configs, if_code_changed)
-        self.workers = min(workers or parallel_runs(pending), len(pending)) if configs else (workers or 0)
+    def __init__(self, workers: int):
+        self.workers = workers
         self._futures: dict[str, Future] = {}
-        self._pool = None
-        if self.workers > 1:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
-            self.submit(pending, if_code_changed=if_code_changed)
+        self._pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+                      if workers > 1 else None)  # its processes start at the first submit
 
     def submit(self, configs: list[TrainConfig], *, if_code_changed: str = "refuse") -> int:
         """Queue the unfinished runs of ``configs`` not queued yet (in their order); returns how many were queued."""
@@ -120,15 +115,24 @@ class RunPool:
                 f"which spawned processes run again); guard the script, or train one run at a time with "
                 f"{ENV}=1") from err
 
-    def close(self) -> None:
+    def cancel(self) -> None:
+        """Drop the queued runs not started yet and return at once (the runs in training end in the background)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def close(self) -> None:
+        """Wait for the queued runs, then stop the processes."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
             self._pool = None
 
     def __enter__(self) -> "RunPool":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, error_type, *exc) -> None:
+        if error_type is not None:  # an error or an interrupt: the queued runs stop too
+            self.cancel()
         self.close()
 
 
@@ -155,11 +159,11 @@ def train_in_background(configs: list[TrainConfig], *, if_code_changed: str = "r
     pending = _unfinished(configs, if_code_changed)
     if not pending:
         return 0
-    if _background is None or _background._pool is None:
+    if _background is None:
         workers = parallel_runs(pending)
         if workers < 2:
             return 0
-        _background = RunPool(workers=workers)
+        _background = RunPool(workers)
     return _background.submit(pending, if_code_changed=if_code_changed)
 
 
@@ -180,9 +184,9 @@ def release_background(*, cancel: bool = False) -> None:
     global _background
     if _background is None:
         return
-    if cancel and _background._pool is not None:
-        _background._pool.shutdown(wait=False, cancel_futures=True)
-        _background._pool = None
-    if cancel or not _background.busy():
-        _background.close()
-        _background = None
+    if cancel:
+        _background.cancel()
+    elif _background.busy():
+        return
+    _background.close()
+    _background = None
