@@ -143,7 +143,7 @@ def test_claims_side_by_side_say_which_verdicts_change_with_the_benchmark():
     assert side.at["cluster-then-retrieve improves on exact retrieval", "synthetic_hard"] == \
         "+0.004 [-0.010, +0.018] (5 seeds): not resolved"
     text = findings.side_by_side_sentences(tables)
-    assert text[0].startswith("2 claims were tested on each of synthetic, synthetic_hard; 1 keep their verdict")
+    assert text[0].startswith("2 claims were tested on each of synthetic and synthetic_hard; 1 keeps its verdict")
     assert text[1] == ("\"cluster-then-retrieve improves on exact retrieval\" changes with the benchmark: synthetic "
                        "+0.050 (supported), synthetic_hard +0.004 (not resolved).")
     only = findings.side_by_side_sentences({"synthetic": table(), "synthetic_hard": pd.DataFrame()})

@@ -73,8 +73,8 @@ def test_the_claims_at_the_longer_budget_stand_beside_the_same_seeds_at_the_repo
     frame = pd.concat([frame, pd.DataFrame(rows(5, [0.3, 0.3, 0.3], 0.0)).assign(start="scratch", lambda_kd=0.0)])
     by_budget = convergence.claims_by_budget(frame, "d")
     (short_label, short), (long_label, long) = by_budget.items()
-    assert short_label == "report's budget (ClusterRetri 5 epochs), seeds 0-2"
-    assert long_label == "longer (ClusterRetri 15 epochs), seeds 0-2"
+    assert short_label == "seeds 0-2 at the report's budget (ClusterRetri 5 epochs)"
+    assert long_label == "seeds 0-2 at the longer budget (ClusterRetri 15 epochs)"
     # the same claim on the same three seeds (seeds 3-4 of the report's runs left out), and only claims both have
     assert short["claim"].tolist() == long["claim"].tolist() == ["L_DA improves retrieval"]
     assert short["n"].iloc[0] == long["n"].iloc[0] == 3
@@ -85,7 +85,8 @@ def test_the_claims_at_the_longer_budget_stand_beside_the_same_seeds_at_the_repo
     same_verdict = {k: t.assign(verdict="not resolved by these seeds", fragile=False) for k, t in by_budget.items()}
     assert len(findings.side_by_side_sentences(same_verdict, across="budget")) == 1
     text = findings.side_by_side_sentences(same_verdict, across="budget", every=True)
-    assert text[0].endswith("1 keep their verdict on every one of them.")  # not listed twice
+    assert text[0] == (f"1 claim was tested on each of {short_label} and {long_label}; 1 keeps its verdict on every "
+                       f"one of them.")  # not listed twice
     assert text[1] == (f"\"L_DA improves retrieval\" keeps its verdict: {short_label} +0.100 (not resolved by these "
                        f"seeds), {long_label} -0.003 (not resolved by these seeds).")
     assert convergence.claims_by_budget(frame[frame["epochs"] == 5], "d") == {}  # no longer run

@@ -174,5 +174,5 @@ def claims_by_budget(frame: pd.DataFrame, dataset: str) -> dict[str, pd.DataFram
         return {}
     short_claims = claim_table(short, dataset)
     short_claims = short_claims[short_claims["claim"].isin(longer_claims["claim"])] if len(short_claims) else short_claims
-    return {f"report's budget ({epochs(short[short['method'].isin(longer['method'])])} epochs), {seed_text}":
-            short_claims, f"longer ({epochs(longer)} epochs), {seed_text}": longer_claims}
+    return {f"{seed_text} at the report's budget ({epochs(short[short['method'].isin(longer['method'])])} epochs)":
+            short_claims, f"{seed_text} at the longer budget ({epochs(longer)} epochs)": longer_claims}
