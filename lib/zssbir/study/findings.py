@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .closing import listed
 from .tables import report_budget
 
 ALPHA = 0.05  # family-wise level of the claims of one table (Holm)
@@ -373,10 +374,9 @@ def side_by_side_sentences(tables: dict[str, pd.DataFrame], digits: int = 3, acr
     common = [c for c in tested[names[0]].index if all(c in t.index for t in tested.values())]
     same = [c for c in common if len({_plain(t.loc[c]) for t in tested.values()}) == 1]
     # the claims that keep their verdict are listed here unless ``every`` gives each its own sentence below
-    listed = ", ".join(names[:-1]) + " and " + names[-1]
     keep = "keeps its" if len(same) == 1 else "keep their"
     tested_text = "1 claim was" if len(common) == 1 else f"{len(common)} claims were"
-    out = [f"{tested_text} tested on each of {listed}; {len(same)} {keep} verdict on every "
+    out = [f"{tested_text} tested on each of {listed(names)}; {len(same)} {keep} verdict on every "
            f"one of them" + (f" ({'; '.join(f'{c}: {_plain(tested[names[0]].loc[c])}' for c in same)})."
                              if same and not every else ".")]
     for c in common:
