@@ -81,7 +81,6 @@ class RunPool:
     (re-raising its error)."""
 
     def __init__(self, workers: int):
-        self.workers = workers
         self._futures: dict[str, Future] = {}
         self._pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
                       if workers > 1 else None)  # its processes start at the first submit
